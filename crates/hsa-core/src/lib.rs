@@ -1,0 +1,17 @@
+//! Sampling for flow-matching video diffusion transformers.
+//!
+//! This crate knows nothing about any particular network. A model plugs in through the
+//! [`Denoiser`] trait: the sampler hands it the current state in token layout `[N, P]`, a
+//! timestep, a CFG branch and optionally a sorted set of active tokens; the model returns the
+//! velocity of those tokens. The K/V cache that lets a partial step attend to every token lives
+//! behind that trait, inside the model.
+
+pub mod denoiser;
+pub mod error;
+pub mod euler;
+pub mod schedule;
+
+pub use denoiser::{ActiveSet, Branch, Denoiser, IndicatorKind, TokenGrid};
+pub use error::{CoreError, Result};
+pub use euler::{check_state, guided_velocity, sample_fm_euler, Guidance, StepEvent};
+pub use schedule::{shift_sigma, Schedule, ScheduleKind};

@@ -1,0 +1,11 @@
+//! candle model code for video diffusion transformers.
+//!
+//! `wan` holds the Wan 2.1 / 2.2 DiT: configs for every published variant, weight loading
+//! for the diffusers, original and ComfyUI key layouts, and a forward pass that can run a
+//! subset of tokens against a per-layer K/V cache (the contract HSA samplers rely on).
+
+pub mod error;
+pub mod nn;
+pub mod wan;
+
+pub use error::{ModelError, Result};

@@ -1,0 +1,627 @@
+//! The Wan DiT (`WanModel` / diffusers `WanTransformer3DModel`): blocks, head, and the model.
+//!
+//! The forward pass works on tokens and can compute any sorted subset of them
+//! ([`WanModel::forward_tokens`]): projections, FFN, modulation and the head run on the active
+//! rows only, while self-attention reads every token's K/V from a [`KvCache`] filled by an
+//! earlier dense pass. [`WanModel::forward`] is the plain video-in, velocity-out call that
+//! matches diffusers' `forward`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use hsa_core::{ActiveSet, TokenGrid};
+
+use super::attention::{scatter_index, CrossAttention, CrossKv, KvCache, Rows, SelfAttention};
+use super::config::WanConfig;
+use super::embeddings::{
+    patch_weight_to_token_order, ImageEmbedding, TextEmbedding, TimeEmbedding,
+};
+use super::patch::{grid_for, patchify, unpatchify};
+use super::rope::RopeTable;
+use super::weights::{expected_tensors, WeightStore};
+use crate::nn::{chunk_squeeze, modulate, LayerNorm, Linear, RmsNorm};
+use crate::{ModelError, Result};
+
+/// Observer of named intermediate tensors (parity debugging): `temb`, `timestep_proj`,
+/// `text_embedding`, `block0_out`, `head_in`.
+pub type Trace<'a> = &'a mut dyn FnMut(&str, &Tensor);
+
+/// Timesteps of one forward: one per sample, or one per token (Wan2.2 TI2V).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Timesteps {
+    /// `[B]`.
+    PerSample(Vec<f32>),
+    /// `[B, N]` row-major, over all N tokens of the grid.
+    PerToken(Vec<f32>),
+}
+
+impl Timesteps {
+    /// From a `[B]` or `[B, N]` tensor.
+    pub fn from_tensor(t: &Tensor, batch: usize, tokens: usize) -> Result<Self> {
+        let values = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        match t.dims() {
+            [b] if *b == batch => Ok(Self::PerSample(values)),
+            [b, n] if *b == batch && *n == tokens => Ok(Self::PerToken(values)),
+            dims => Err(ModelError::Input(format!(
+                "timestep must have shape [{batch}] or [{batch}, {tokens}] (per token), got {dims:?}"
+            ))),
+        }
+    }
+}
+
+/// Embedded context of one generation: per-layer cross-attention K/V.
+#[derive(Debug, Clone)]
+pub struct WanContext {
+    pub layers: Vec<CrossKv>,
+    pub batch: usize,
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    table: Tensor,
+    norm1: LayerNorm,
+    attn1: SelfAttention,
+    norm2: Option<LayerNorm>,
+    attn2: CrossAttention,
+    norm3: LayerNorm,
+    ffn_1: Linear,
+    ffn_2: Linear,
+}
+
+impl Block {
+    /// `x [B, A, D]` f32; `e0 [B, 1 or A, 6, D]` f32. Returns the new residual stream (f32).
+    fn forward(
+        &self,
+        x: &Tensor,
+        e0: &Tensor,
+        rows: &Rows,
+        ctx: &CrossKv,
+        layer: usize,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let m = self.table.unsqueeze(0)?.broadcast_add(e0)?;
+        let c = chunk_squeeze(&m, 6, 2)?;
+        let (shift1, scale1, gate1, shift2, scale2, gate2) =
+            (&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]);
+
+        let h = modulate(&self.norm1.forward(x)?, shift1, scale1)?;
+        let a = self
+            .attn1
+            .forward(&h, rows, layer, cache)?
+            .to_dtype(DType::F32)?;
+        let x = (x + a.broadcast_mul(gate1)?)?;
+
+        let h = match &self.norm2 {
+            Some(n) => n.forward(&x)?,
+            None => x.clone(),
+        };
+        let x = (&x + self.attn2.forward(&h, ctx)?.to_dtype(DType::F32)?)?;
+
+        let h = modulate(&self.norm3.forward(&x)?, shift2, scale2)?;
+        let f = self
+            .ffn_2
+            .forward(&self.ffn_1.forward(&h)?.gelu()?)?
+            .to_dtype(DType::F32)?;
+        Ok((x + f.broadcast_mul(gate2)?)?)
+    }
+}
+
+/// Result of a token forward.
+#[derive(Debug, Clone)]
+pub struct TokenOutput {
+    /// `[B, A, P_out]` f32, rows in the order of the computed tokens.
+    pub velocity: Tensor,
+    /// Output minus input of the block stack, `[B, A, D]` f32, when requested (TeaCache).
+    pub block_residual: Option<Tensor>,
+}
+
+/// A loaded Wan DiT.
+#[derive(Debug, Clone)]
+pub struct WanModel {
+    cfg: WanConfig,
+    device: Device,
+    dtype: DType,
+    patch_embed: Linear,
+    time: TimeEmbedding,
+    text: TextEmbedding,
+    image: Option<ImageEmbedding>,
+    blocks: Vec<Block>,
+    head_table: Tensor,
+    norm_out: LayerNorm,
+    proj_out: Linear,
+}
+
+/// Aligns the config's image branch with what the weights contain ("trust the weights": some
+/// published configs declare an image branch their checkpoint does not have, and vice versa).
+pub fn reconcile_with_weights(mut cfg: WanConfig, store: &WeightStore) -> WanConfig {
+    let has_branch = store.contains("blocks.0.attn2.add_k_proj.weight");
+    if !has_branch {
+        cfg.image_dim = None;
+        cfg.pos_embed_seq_len = None;
+    } else if cfg.image_dim.is_none() {
+        if let Some((shape, _)) = store.info("condition_embedder.image_embedder.norm1.weight") {
+            cfg.image_dim = shape.first().copied();
+        }
+    }
+    if cfg.image_dim.is_some() {
+        cfg.pos_embed_seq_len = store
+            .info("condition_embedder.image_embedder.pos_embed")
+            .and_then(|(s, _)| s.get(1).copied());
+    }
+    cfg
+}
+
+/// Reads and parses `dir/config.json`.
+pub fn read_config(dir: &Path) -> Result<WanConfig> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
+    WanConfig::from_json(&text).map_err(|message| ModelError::Config { path, message })
+}
+
+impl WanModel {
+    /// Loads `dir/config.json` and the weights beside it. `dtype` overrides the compute dtype
+    /// (default: the dtype the matmul weights are stored in).
+    pub fn load_dir(dir: &Path, dtype: Option<DType>, device: &Device) -> Result<Self> {
+        let cfg = read_config(dir)?;
+        let store = WeightStore::open_dir(dir)?;
+        let cfg = reconcile_with_weights(cfg, &store);
+        Self::load(&cfg, &store, dtype, device)
+    }
+
+    /// Builds the model from validated weights.
+    pub fn load(
+        cfg: &WanConfig,
+        store: &WeightStore,
+        dtype: Option<DType>,
+        device: &Device,
+    ) -> Result<Self> {
+        store.check(&expected_tensors(cfg))?;
+        let dtype = dtype.unwrap_or_else(|| store.storage_dtype());
+        let get = |name: &str, dt: DType| store.get(name, dt, device);
+        let linear = |name: &str, dt: DType| -> Result<Linear> {
+            Ok(Linear::new(
+                get(&format!("{name}.weight"), dt)?,
+                Some(get(&format!("{name}.bias"), dt)?),
+            ))
+        };
+        let f32 = DType::F32;
+        let eps = cfg.eps;
+        let rms = |name: &str| -> Result<Option<RmsNorm>> {
+            if cfg.qk_norm {
+                Ok(Some(RmsNorm::new(get(name, f32)?, eps)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let d = cfg.dim();
+        let patch_embed = Linear::new(
+            patch_weight_to_token_order(&get("patch_embedding.weight", dtype)?)?,
+            Some(get("patch_embedding.bias", dtype)?),
+        );
+        let ce = "condition_embedder";
+        let time = TimeEmbedding {
+            linear_1: linear(&format!("{ce}.time_embedder.linear_1"), f32)?,
+            linear_2: linear(&format!("{ce}.time_embedder.linear_2"), f32)?,
+            proj: linear(&format!("{ce}.time_proj"), f32)?,
+            freq_dim: cfg.freq_dim,
+        };
+        let text = TextEmbedding {
+            linear_1: linear(&format!("{ce}.text_embedder.linear_1"), dtype)?,
+            linear_2: linear(&format!("{ce}.text_embedder.linear_2"), dtype)?,
+        };
+        let image = match cfg.image_dim {
+            None => None,
+            Some(_) => {
+                let p = format!("{ce}.image_embedder");
+                let ln = |n: &str| -> Result<LayerNorm> {
+                    LayerNorm::affine(
+                        get(&format!("{p}.{n}.weight"), f32)?,
+                        get(&format!("{p}.{n}.bias"), f32)?,
+                        1e-5,
+                    )
+                };
+                Some(ImageEmbedding {
+                    norm1: ln("norm1")?,
+                    linear_1: linear(&format!("{p}.ff.net.0.proj"), dtype)?,
+                    linear_2: linear(&format!("{p}.ff.net.2"), dtype)?,
+                    norm2: ln("norm2")?,
+                    pos_embed: match cfg.pos_embed_seq_len {
+                        Some(_) => Some(get(&format!("{p}.pos_embed"), f32)?),
+                        None => None,
+                    },
+                })
+            }
+        };
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let b = format!("blocks.{i}");
+            let attn1 = SelfAttention {
+                to_q: linear(&format!("{b}.attn1.to_q"), dtype)?,
+                to_k: linear(&format!("{b}.attn1.to_k"), dtype)?,
+                to_v: linear(&format!("{b}.attn1.to_v"), dtype)?,
+                to_out: linear(&format!("{b}.attn1.to_out.0"), dtype)?,
+                norm_q: rms(&format!("{b}.attn1.norm_q.weight"))?,
+                norm_k: rms(&format!("{b}.attn1.norm_k.weight"))?,
+                heads: cfg.num_heads,
+            };
+            let image_proj = if cfg.has_image_branch() {
+                Some((
+                    linear(&format!("{b}.attn2.add_k_proj"), dtype)?,
+                    linear(&format!("{b}.attn2.add_v_proj"), dtype)?,
+                    rms(&format!("{b}.attn2.norm_added_k.weight"))?,
+                ))
+            } else {
+                None
+            };
+            let attn2 = CrossAttention {
+                to_q: linear(&format!("{b}.attn2.to_q"), dtype)?,
+                to_k: linear(&format!("{b}.attn2.to_k"), dtype)?,
+                to_v: linear(&format!("{b}.attn2.to_v"), dtype)?,
+                to_out: linear(&format!("{b}.attn2.to_out.0"), dtype)?,
+                norm_q: rms(&format!("{b}.attn2.norm_q.weight"))?,
+                norm_k: rms(&format!("{b}.attn2.norm_k.weight"))?,
+                image: image_proj,
+                heads: cfg.num_heads,
+            };
+            let norm2 = if cfg.cross_attn_norm {
+                Some(LayerNorm::affine(
+                    get(&format!("{b}.norm2.weight"), f32)?,
+                    get(&format!("{b}.norm2.bias"), f32)?,
+                    eps,
+                )?)
+            } else {
+                None
+            };
+            blocks.push(Block {
+                table: get(&format!("{b}.scale_shift_table"), f32)?,
+                norm1: LayerNorm::no_affine(d, eps, device)?,
+                attn1,
+                norm2,
+                attn2,
+                norm3: LayerNorm::no_affine(d, eps, device)?,
+                ffn_1: linear(&format!("{b}.ffn.net.0.proj"), dtype)?,
+                ffn_2: linear(&format!("{b}.ffn.net.2"), dtype)?,
+            });
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            dtype,
+            patch_embed,
+            time,
+            text,
+            image,
+            blocks,
+            head_table: get("scale_shift_table", f32)?,
+            norm_out: LayerNorm::no_affine(d, eps, device)?,
+            proj_out: linear("proj_out", f32)?,
+        })
+    }
+
+    pub fn config(&self) -> &WanConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Dtype of matmuls and attention (the norms, modulation and residual stream are f32).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Embeds the text (`[B, S, text_dim]`) and optional CLIP image features
+    /// (`[B, S_img, image_dim]`) and projects every layer's cross-attention K/V once.
+    pub fn prepare_context(
+        &self,
+        text: &Tensor,
+        image: Option<&Tensor>,
+        trace: Option<Trace>,
+    ) -> Result<WanContext> {
+        let (b, _, td) = text.dims3()?;
+        if td != self.cfg.text_dim {
+            return Err(ModelError::Input(format!(
+                "encoder_hidden_states has width {td}, the model expects text_dim {}",
+                self.cfg.text_dim
+            )));
+        }
+        let text = self.text.forward(text)?;
+        if let Some(trace) = trace {
+            trace("text_embedding", &text);
+        }
+        let image = match (&self.image, image) {
+            (Some(emb), Some(img)) => {
+                let dims = img.dims();
+                if dims.len() != 3 || Some(dims[2]) != self.cfg.image_dim {
+                    return Err(ModelError::Input(format!(
+                        "encoder_hidden_states_image must be [B, S_img, {}], got {dims:?}",
+                        self.cfg.image_dim.unwrap_or(0)
+                    )));
+                }
+                Some(emb.forward(img)?.to_dtype(self.dtype)?)
+            }
+            (Some(_), None) => {
+                return Err(ModelError::Input(
+                    "this model has an image branch: encoder_hidden_states_image is required"
+                        .into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ModelError::Input(
+                    "encoder_hidden_states_image was given but this model has no image branch"
+                        .into(),
+                ))
+            }
+            (None, None) => None,
+        };
+        let layers = self
+            .blocks
+            .iter()
+            .map(|blk| blk.attn2.context_kv(&text, image.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WanContext { layers, batch: b })
+    }
+
+    /// Time embeddings `(e [B, 1|A, D], e0 [B, 1|A, 6, D])` for the computed rows.
+    fn time_embeddings(
+        &self,
+        t: &Timesteps,
+        b: usize,
+        n: usize,
+        active: Option<&ActiveSet>,
+    ) -> Result<(Tensor, Tensor)> {
+        let d = self.cfg.dim();
+        let per_row: Vec<f32> = match t {
+            Timesteps::PerSample(v) => v.clone(),
+            Timesteps::PerToken(v) => match active {
+                None => v.clone(),
+                Some(set) => (0..b)
+                    .flat_map(|bi| set.ids().iter().map(move |&i| v[bi * n + i as usize]))
+                    .collect(),
+            },
+        };
+        // Per-token timesteps take few distinct values (TI2V: two); embed each value once.
+        let mut unique: BTreeMap<u32, u32> = BTreeMap::new();
+        for v in &per_row {
+            let next = unique.len() as u32;
+            unique.entry(v.to_bits()).or_insert(next);
+        }
+        let mut values = vec![0f32; unique.len()];
+        for (bits, &i) in &unique {
+            values[i as usize] = f32::from_bits(*bits);
+        }
+        let (e, e0) = self.time.forward(&values, &self.device)?;
+        let (e, e0) = if values.len() == per_row.len() {
+            (e, e0)
+        } else {
+            let idx: Vec<u32> = per_row.iter().map(|v| unique[&v.to_bits()]).collect();
+            let idx = Tensor::from_vec(idx, per_row.len(), &self.device)?;
+            (e.index_select(&idx, 0)?, e0.index_select(&idx, 0)?)
+        };
+        let rows = per_row.len() / b;
+        Ok((e.reshape((b, rows, d))?, e0.reshape((b, rows, 6, d))?))
+    }
+
+    /// Runs the model on tokens.
+    ///
+    /// * `x` — `[B, A, P_in]` input tokens of the computed rows (A = N for a dense pass).
+    /// * `t` — timesteps over the whole grid.
+    /// * `active` — `None` for a dense pass; the sorted ids of the rows in `x` otherwise.
+    /// * `cache` — a dense pass with a cache fills it; a partial pass requires a filled one.
+    pub fn forward_tokens(
+        &self,
+        x: &Tensor,
+        t: &Timesteps,
+        grid: TokenGrid,
+        ctx: &WanContext,
+        rope: &RopeTable,
+        active: Option<&ActiveSet>,
+        mut cache: Option<&mut KvCache>,
+        capture_residual: bool,
+        mut trace: Option<Trace>,
+    ) -> Result<TokenOutput> {
+        let (b, a, p) = x.dims3()?;
+        let n = grid.len();
+        let expect_rows = active.map_or(n, |s| s.len());
+        if p != self.cfg.in_token_dim() || a != expect_rows || b != ctx.batch {
+            return Err(ModelError::Input(format!(
+                "tokens {:?} do not match [batch {}, rows {expect_rows}, {} values per token]",
+                x.dims(),
+                ctx.batch,
+                self.cfg.in_token_dim()
+            )));
+        }
+        if rope.cos.dim(0)? != n {
+            return Err(ModelError::Input(format!(
+                "RoPE table has {} rows for {n} tokens",
+                rope.cos.dim(0)?
+            )));
+        }
+        let (e, e0) = self.time_embeddings(t, b, n, active)?;
+        if let Some(tr) = trace.as_mut() {
+            tr("temb", &e);
+            tr("timestep_proj", &e0);
+        }
+        let ids = active.map(|s| s.tensor());
+        let (cos, sin) = rope.rows(ids, self.dtype)?;
+        let scatter = match ids {
+            Some(ids) => Some(scatter_index(
+                ids,
+                b,
+                self.cfg.num_heads,
+                self.cfg.head_dim,
+            )?),
+            None => None,
+        };
+        let rows = Rows {
+            partial: ids.zip(scatter.as_ref()),
+            cos: &cos,
+            sin: &sin,
+        };
+
+        let x0 = self.patch_embed.forward(x)?.to_dtype(DType::F32)?;
+        let mut h = x0.clone();
+        for (i, blk) in self.blocks.iter().enumerate() {
+            h = blk.forward(&h, &e0, &rows, &ctx.layers[i], i, cache.as_deref_mut())?;
+            if i == 0 {
+                if let Some(tr) = trace.as_mut() {
+                    tr("block0_out", &h);
+                }
+            }
+        }
+        if let Some(tr) = trace.as_mut() {
+            tr("head_in", &h);
+        }
+        let block_residual = if capture_residual {
+            Some((&h - &x0)?)
+        } else {
+            None
+        };
+        let velocity = self.head(&h, &e)?;
+        Ok(TokenOutput {
+            velocity,
+            block_residual,
+        })
+    }
+
+    /// The output head on the residual stream `h [B, A, D]` with time embedding `e`.
+    fn head(&self, h: &Tensor, e: &Tensor) -> Result<Tensor> {
+        let (b, rows, d) = e.dims3()?;
+        let m = self
+            .head_table
+            .reshape((1, 1, 2, d))?
+            .broadcast_add(&e.reshape((b, rows, 1, d))?)?;
+        let c = chunk_squeeze(&m, 2, 2)?;
+        let y = modulate(&self.norm_out.forward(h)?, &c[0], &c[1])?;
+        Ok(self.proj_out.forward(&y)?.to_dtype(DType::F32)?)
+    }
+
+    /// Velocity from a stored block residual instead of the block stack (TeaCache's skip):
+    /// patch embedding + residual, then the head. Dense only.
+    pub fn forward_from_residual(
+        &self,
+        x: &Tensor,
+        t: &Timesteps,
+        grid: TokenGrid,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, _, _) = x.dims3()?;
+        let (e, _) = self.time_embeddings(t, b, grid.len(), None)?;
+        let h = (self.patch_embed.forward(x)?.to_dtype(DType::F32)? + residual)?;
+        self.head(&h, &e)
+    }
+
+    /// Time embedding of one timestep for TeaCache's indicator: `e [D]` or `e0 [6, D]`.
+    pub fn timestep_embedding(&self, timestep: f32) -> Result<(Tensor, Tensor)> {
+        let (e, e0) = self.time.forward(&[timestep], &self.device)?;
+        Ok((e.squeeze(0)?, e0.squeeze(0)?))
+    }
+
+    /// The diffusers-equivalent forward: `hidden_states [B, C_in, F, H, W]`, `timestep [B]`
+    /// or `[B, N]`, `encoder_hidden_states [B, S, text_dim]`, optional image features ->
+    /// velocity `[B, C_out, F, H, W]` (f32).
+    pub fn forward(
+        &self,
+        hidden_states: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+        encoder_hidden_states_image: Option<&Tensor>,
+        mut trace: Option<Trace>,
+    ) -> Result<Tensor> {
+        let (x, t, grid) = self.prepare_inputs(hidden_states, timestep)?;
+        let ctx = match trace.as_mut() {
+            Some(tr) => self.prepare_context(
+                encoder_hidden_states,
+                encoder_hidden_states_image,
+                Some(&mut **tr),
+            )?,
+            None => {
+                self.prepare_context(encoder_hidden_states, encoder_hidden_states_image, None)?
+            }
+        };
+        let rope = RopeTable::new(grid, self.cfg.head_dim, &self.device)?;
+        let out = self.forward_tokens(&x, &t, grid, &ctx, &rope, None, None, false, trace)?;
+        unpatchify(&out.velocity, grid, self.cfg.patch_size)
+    }
+
+    /// Validates a video input and returns its tokens, timesteps and grid.
+    pub fn prepare_inputs(
+        &self,
+        hidden_states: &Tensor,
+        timestep: &Tensor,
+    ) -> Result<(Tensor, Timesteps, TokenGrid)> {
+        let dims = hidden_states.dims();
+        if dims.len() != 5 || dims[1] != self.cfg.in_channels {
+            return Err(ModelError::Input(format!(
+                "hidden_states must be [B, {}, F, H, W], got {dims:?}",
+                self.cfg.in_channels
+            )));
+        }
+        let grid = grid_for(dims[2], dims[3], dims[4], self.cfg.patch_size)?;
+        let t = Timesteps::from_tensor(timestep, dims[0], grid.len())?;
+        let x = patchify(&hidden_states.to_dtype(DType::F32)?, self.cfg.patch_size)?;
+        Ok((x, t, grid))
+    }
+
+    /// Dense pass that fills a fresh K/V cache, then a partial pass on `active` from the same
+    /// inputs. Returns the velocity video with the active tokens' patches filled and every other
+    /// value 0 — the check behind `hsa dev dit-forward --active`.
+    pub fn forward_dense_then_partial(
+        &self,
+        hidden_states: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+        encoder_hidden_states_image: Option<&Tensor>,
+        active: &ActiveSet,
+    ) -> Result<Tensor> {
+        let (x, t, grid) = self.prepare_inputs(hidden_states, timestep)?;
+        if active
+            .ids()
+            .last()
+            .is_some_and(|&i| i as usize >= grid.len())
+        {
+            return Err(ModelError::Input(format!(
+                "active token index out of range for {} tokens",
+                grid.len()
+            )));
+        }
+        let ctx = self.prepare_context(encoder_hidden_states, encoder_hidden_states_image, None)?;
+        let rope = RopeTable::new(grid, self.cfg.head_dim, &self.device)?;
+        let mut cache = KvCache::new(self.cfg.num_layers);
+        self.forward_tokens(
+            &x,
+            &t,
+            grid,
+            &ctx,
+            &rope,
+            None,
+            Some(&mut cache),
+            false,
+            None,
+        )?;
+        let xa = x.index_select(active.tensor(), 1)?;
+        let va = self
+            .forward_tokens(
+                &xa,
+                &t,
+                grid,
+                &ctx,
+                &rope,
+                Some(active),
+                Some(&mut cache),
+                false,
+                None,
+            )?
+            .velocity;
+        let (b, _, p) = va.dims3()?;
+        let full = Tensor::zeros((b, grid.len(), p), DType::F32, &self.device)?;
+        let full = full.index_add(active.tensor(), &va, 1)?;
+        unpatchify(&full, grid, self.cfg.patch_size)
+    }
+}

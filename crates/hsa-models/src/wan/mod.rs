@@ -1,0 +1,17 @@
+//! Wan 2.1 / 2.2 diffusion transformer.
+
+pub mod attention;
+pub mod config;
+pub mod denoiser;
+pub mod dit;
+pub mod embeddings;
+pub mod patch;
+pub mod rope;
+pub mod weights;
+
+pub use attention::KvCache;
+pub use config::WanConfig;
+pub use denoiser::WanDenoiser;
+pub use dit::{read_config, Timesteps, WanContext, WanModel};
+pub use rope::RopeTable;
+pub use weights::{KeyFormat, WeightStore};
