@@ -93,7 +93,8 @@ impl Schedule {
                 (s, true)
             }
             ScheduleKind::WanOfficial => {
-                let sigma_max = 1.0 - 1.0 / NUM_TRAIN_TIMESTEPS;
+                // The official scheduler reads its largest training sigma back out of an f32 tensor.
+                let sigma_max = (1.0 - 1.0 / NUM_TRAIN_TIMESTEPS) as f32 as f64;
                 let grid = linspace(sigma_max, 0.0, n + 1);
                 (
                     grid[..n].iter().map(|&s| shift_sigma(s, shift)).collect(),
