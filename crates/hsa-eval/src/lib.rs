@@ -1,1 +1,7 @@
-//! placeholder
+//! Measurement: benchmarks of the model and samplers, quality metrics, and the
+//! quality-runtime harness that compares HSA with its baselines.
+
+pub mod bench;
+pub mod error;
+
+pub use error::{EvalError, Result};

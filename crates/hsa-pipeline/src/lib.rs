@@ -1,1 +1,11 @@
-//! placeholder
+//! Prompt to video: model directories, conditioning, sampling, decoding and output files.
+//!
+//! This crate wires models (`hsa-models`) to samplers (`hsa-core`); neither of those knows
+//! about the other.
+
+pub mod dev;
+pub mod error;
+pub mod io;
+pub mod model_dir;
+
+pub use error::{PipelineError, Result};

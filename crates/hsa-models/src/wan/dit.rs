@@ -182,7 +182,45 @@ impl WanModel {
     ) -> Result<Self> {
         store.check(&expected_tensors(cfg))?;
         let dtype = dtype.unwrap_or_else(|| store.storage_dtype());
-        let get = |name: &str, dt: DType| store.get(name, dt, device);
+        Self::build(cfg, dtype, device, &|name, dt| store.get(name, dt, device))
+    }
+
+    /// A model with freshly initialised weights (deterministic in `seed`): benchmarks and the
+    /// starting point of training. Linear weights ~ N(0, 1/fan_in), biases 0, norm weights 1,
+    /// modulation tables ~ N(0, 1/D) as diffusers initialises them.
+    pub fn random(cfg: &WanConfig, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
+        cfg.validate().map_err(ModelError::Input)?;
+        let shapes: BTreeMap<String, Vec<usize>> = expected_tensors(cfg).into_iter().collect();
+        let d = cfg.dim();
+        Self::build(cfg, dtype, device, &|name, dt| {
+            let shape = shapes
+                .get(name)
+                .ok_or_else(|| ModelError::Input(format!("no initialiser for '{name}'")))?;
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if name.ends_with(".bias") {
+                vec![0.0; n]
+            } else if name.contains("norm") {
+                vec![1.0; n]
+            } else {
+                let std = if name.ends_with("scale_shift_table") {
+                    1.0 / (d as f64).sqrt()
+                } else {
+                    let fan_in: usize = shape[1..].iter().product();
+                    1.0 / (fan_in.max(1) as f64).sqrt()
+                };
+                super::init::normal(n, std, seed, name)
+            };
+            Ok(Tensor::from_vec(values, shape.as_slice(), device)?.to_dtype(dt)?)
+        })
+    }
+
+    /// Assembles the model from a tensor source (`name`, `dtype`) -> tensor, by diffusers name.
+    fn build(
+        cfg: &WanConfig,
+        dtype: DType,
+        device: &Device,
+        get: &dyn Fn(&str, DType) -> Result<Tensor>,
+    ) -> Result<Self> {
         let linear = |name: &str, dt: DType| -> Result<Linear> {
             Ok(Linear::new(
                 get(&format!("{name}.weight"), dt)?,

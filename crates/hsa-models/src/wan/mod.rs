@@ -5,6 +5,7 @@ pub mod config;
 pub mod denoiser;
 pub mod dit;
 pub mod embeddings;
+pub mod init;
 pub mod patch;
 pub mod rope;
 pub mod weights;

@@ -1,0 +1,17 @@
+//! Typed errors of the evaluation layer.
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Model(#[from] hsa_models::ModelError),
+    #[error(transparent)]
+    Sampling(#[from] hsa_core::CoreError),
+    #[error(transparent)]
+    Pipeline(#[from] hsa_pipeline::PipelineError),
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, EvalError>;
