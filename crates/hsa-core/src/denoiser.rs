@@ -142,6 +142,14 @@ pub trait Denoiser {
         Ok(None)
     }
 
+    /// Asks the model to keep the block-stack residual of every dense call, for
+    /// [`Denoiser::velocity_reusing_residual`]. Models that cannot do this return an error.
+    fn enable_residual_capture(&mut self) -> Result<()> {
+        Err(crate::CoreError::Denoiser(
+            "this model does not support block-residual reuse (TeaCache)".into(),
+        ))
+    }
+
     /// Dense velocity that skips the block stack: the input embedding plus the block-stack
     /// residual stored by the last dense [`Denoiser::velocity`] call of `branch`, then the head.
     /// Models that cannot do this return an error.

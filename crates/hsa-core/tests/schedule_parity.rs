@@ -6,7 +6,8 @@ use hsa_core::{Schedule, ScheduleKind};
 
 #[test]
 fn sigma_and_timestep_tables_match_the_references() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/schedules.safetensors");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/schedules.safetensors");
     let tables = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
     let mut checked = 0;
     for (kind, name) in [
@@ -18,7 +19,9 @@ fn sigma_and_timestep_tables_match_the_references() {
             for steps in [4, 10, 40, 50] {
                 let key = format!("{name}_s{shift}_n{steps}");
                 let sigmas = tables[&format!("{key}_sigmas")].to_vec1::<f64>().unwrap();
-                let timesteps = tables[&format!("{key}_timesteps")].to_vec1::<f64>().unwrap();
+                let timesteps = tables[&format!("{key}_timesteps")]
+                    .to_vec1::<f64>()
+                    .unwrap();
                 let ours = Schedule::new(kind, steps, shift as f64).unwrap();
                 assert_eq!(ours.sigmas.len(), sigmas.len(), "{key}");
                 for (i, (a, b)) in ours.sigmas.iter().zip(&sigmas).enumerate() {
@@ -26,7 +29,10 @@ fn sigma_and_timestep_tables_match_the_references() {
                 }
                 for (i, (a, b)) in ours.timesteps.iter().zip(&timesteps).enumerate() {
                     // Float timesteps are stored as f32 by diffusers: 1e-6 relative.
-                    assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{key} timestep[{i}]: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                        "{key} timestep[{i}]: {a} vs {b}"
+                    );
                 }
                 checked += 1;
             }

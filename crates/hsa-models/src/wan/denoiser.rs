@@ -90,12 +90,6 @@ impl<'m> WanDenoiser<'m> {
         Ok(self)
     }
 
-    /// Keeps the block-stack residual of every dense call (needed by TeaCache).
-    pub fn with_residual_capture(mut self, on: bool) -> Self {
-        self.capture_residual = on;
-        self
-    }
-
     /// The K/V cache of a branch (inspection and tests).
     pub fn cache(&self, branch: Branch) -> &KvCache {
         &self.caches[branch.index()]
@@ -196,6 +190,11 @@ impl Denoiser for WanDenoiser<'_> {
             IndicatorKind::Embedding => e,
             IndicatorKind::Projection => e0,
         }))
+    }
+
+    fn enable_residual_capture(&mut self) -> hsa_core::Result<()> {
+        self.capture_residual = true;
+        Ok(())
     }
 
     fn velocity_reusing_residual(
