@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod progress;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -79,6 +81,98 @@ enum DevCommand {
         #[arg(long, value_enum)]
         dtype: Option<Dtype>,
     },
+    /// Samples latents from explicit noise and text embeddings with any sampler.
+    Sample {
+        /// DiT folder (text-to-video model).
+        #[arg(long)]
+        model: PathBuf,
+        /// safetensors with noise [1,C,F,H,W], encoder_hidden_states [1,S,D_text] and, for CFG,
+        /// negative_encoder_hidden_states.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Output safetensors: `latents` (same shape as noise).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        sampler: SamplerArgs,
+        /// Write run statistics as JSON (per-step sigma, active fraction, wall time; NFE,
+        /// token-step fraction, runtime, peak memory, group map).
+        #[arg(long)]
+        stats: Option<PathBuf>,
+        /// Write the per-token step budget as a PNG heat map (HSA and RAS runs).
+        #[arg(long)]
+        group_map: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        dtype: Option<Dtype>,
+    },
+}
+
+/// Sampler choice and knobs shared by the sampling commands.
+#[derive(clap::Args, Debug, Clone)]
+struct SamplerArgs {
+    /// fm | hsa | teacache | ras
+    #[arg(long, default_value = "fm")]
+    sampler: String,
+    /// Denoising steps T.
+    #[arg(long, default_value_t = 40)]
+    steps: usize,
+    /// Timestep shift of the sigma schedule.
+    #[arg(long, default_value_t = 5.0)]
+    shift: f64,
+    /// Classifier-free guidance scale (1 = conditional branch only).
+    #[arg(long, default_value_t = 5.0)]
+    guidance: f64,
+    /// Sigma schedule: flow-match-euler (diffusers), wan (official), diffusers-unipc, linear.
+    #[arg(long, default_value = "flow-match-euler")]
+    schedule: String,
+    /// Token-step budget for hsa/ras: a fraction in (0,1] or hsa-75 / hsa-50 / hsa-25.
+    #[arg(long)]
+    budget: Option<String>,
+    /// Explicit HSA groups "fraction:stride,..." (overrides --budget), e.g. 0.2:1,0.3:2,0.5:4.
+    #[arg(long)]
+    groups: Option<String>,
+    /// Dense warm-up steps W (default round(0.15 T), at least 2).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Dense tail steps U (default 0).
+    #[arg(long)]
+    tail: Option<usize>,
+    /// HSA allocation score: relative-change | magnitude | random[:SEED] | inverse.
+    #[arg(long)]
+    score: Option<String>,
+    /// Smooth the HSA score with a 3x3 max per frame.
+    #[arg(long)]
+    smoothing: bool,
+    /// TeaCache threshold.
+    #[arg(long)]
+    teacache_threshold: Option<f64>,
+    /// TeaCache indicator: e (default) or e0 (retention mode).
+    #[arg(long)]
+    teacache_mode: Option<String>,
+    /// TeaCache polynomial, highest power first, comma separated (default: Wan2.1 T2V-1.3B).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    teacache_coefficients: Option<Vec<f64>>,
+    /// RAS: fraction of tokens re-evaluated per step (default 0.5, or from --budget).
+    #[arg(long)]
+    ras_ratio: Option<f64>,
+}
+
+impl SamplerArgs {
+    fn options(&self) -> hsa_pipeline::sampling::SamplerOptions {
+        hsa_pipeline::sampling::SamplerOptions {
+            sampler: self.sampler.clone(),
+            budget: self.budget.clone(),
+            groups: self.groups.clone(),
+            warmup: self.warmup,
+            tail: self.tail,
+            score: self.score.clone(),
+            smoothing: self.smoothing,
+            teacache_threshold: self.teacache_threshold,
+            teacache_mode: self.teacache_mode.clone(),
+            teacache_coefficients: self.teacache_coefficients.clone(),
+            ras_ratio: self.ras_ratio,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -132,6 +226,22 @@ fn run(cli: Cli) -> Result<()> {
                 start.elapsed().as_secs_f64()
             );
         }
+        Command::Dev {
+            command:
+                DevCommand::Sample {
+                    model,
+                    inputs,
+                    out,
+                    sampler,
+                    stats,
+                    group_map,
+                    dtype,
+                },
+        } => {
+            dev_sample(
+                model, inputs, out, sampler, stats, group_map, dtype, &device,
+            )?;
+        }
         Command::Bench {
             command: BenchCommand::Dit(args),
         } => {
@@ -139,5 +249,54 @@ fn run(cli: Cli) -> Result<()> {
             print!("{report}");
         }
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dev_sample(
+    model: PathBuf,
+    inputs: PathBuf,
+    out: PathBuf,
+    sampler: SamplerArgs,
+    stats_path: Option<PathBuf>,
+    group_map: Option<PathBuf>,
+    dtype: Option<Dtype>,
+    device: &Device,
+) -> Result<()> {
+    let request = hsa_pipeline::dev::SampleRequest {
+        model_dir: model,
+        inputs,
+        steps: sampler.steps,
+        shift: sampler.shift,
+        guidance: sampler.guidance,
+        schedule: sampler.schedule.parse()?,
+        options: sampler.options(),
+        dtype: dtype.map(Into::into),
+    };
+    let bar = progress::steps_bar(
+        sampler.steps as u64,
+        &format!("sampling ({})", sampler.sampler),
+    );
+    let result = hsa_pipeline::dev::sample(&request, device, &mut |e| progress::on_step(&bar, e))?;
+    bar.finish_and_clear();
+    for w in &result.warnings {
+        eprintln!("warning: {w}");
+    }
+    let tensors = HashMap::from([("latents".to_string(), result.latents.clone())]);
+    hsa_pipeline::io::save_tensors(&out, &tensors)?;
+    if let Some(path) = &stats_path {
+        let json = progress::stats_json(&result.stats)?;
+        hsa_pipeline::io::write_bytes_atomic(path, json.as_bytes())?;
+    }
+    if let Some(path) = &group_map {
+        let map = result.stats.group_map.as_ref().with_context(|| {
+            format!(
+                "--group-map needs a token-level sampler (hsa or ras), not {}",
+                sampler.sampler
+            )
+        })?;
+        hsa_pipeline::group_map::write_png(map, path)?;
+    }
+    println!("{}", progress::summary(&result.stats));
     Ok(())
 }

@@ -175,3 +175,118 @@ fn inspect_reports_format_and_problems() {
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("model directory not found"));
 }
+
+#[test]
+fn dev_sample_runs_every_sampler_and_fm_matches_diffusers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let model = fixtures().join("t2v");
+    let inputs = fixtures().join("euler_cfg.safetensors");
+    let fx = candle_core::safetensors::load(&inputs, &Device::Cpu).unwrap();
+    let base = [
+        "dev",
+        "sample",
+        "--steps",
+        "6",
+        "--shift",
+        "3",
+        "--guidance",
+        "5",
+    ];
+    let run = |extra: &[&str], out: &std::path::Path| {
+        let mut args: Vec<String> = base.iter().map(|a| a.to_string()).collect();
+        args.extend([
+            "--model".into(),
+            s(&model),
+            "--inputs".into(),
+            s(&inputs),
+            "--out".into(),
+            s(out),
+        ]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        hsa(&refs)
+    };
+    let fm = tmp.path().join("fm.safetensors");
+    let r = run(&["--sampler", "fm"], &fm);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let lat = candle_core::safetensors::load(&fm, &Device::Cpu).unwrap()["latents"].clone();
+    assert!(rel_l2(&lat, &fx["latents_cfg"]) <= 1e-4);
+
+    let hsa_out = tmp.path().join("hsa.safetensors");
+    let (stats, map) = (tmp.path().join("stats.json"), tmp.path().join("map.png"));
+    let r = run(
+        &[
+            "--sampler",
+            "hsa",
+            "--groups",
+            "0.5:1,0.5:2",
+            "--warmup",
+            "2",
+            "--stats",
+            &s(&stats),
+            "--group-map",
+            &s(&map),
+        ],
+        &hsa_out,
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        stdout.contains("token-step fraction") && stdout.contains("NFE"),
+        "{stdout}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    for key in [
+        "nfe",
+        "token_step_fraction",
+        "wall_seconds",
+        "steps",
+        "group_map",
+        "peak_rss_bytes",
+    ] {
+        assert!(json.get(key).is_some(), "stats lack {key}");
+    }
+    // W = 2 dense steps, then 4 steps where half the tokens run every step, half every other.
+    let f = json["token_step_fraction"].as_f64().unwrap();
+    assert!(
+        (f - (2.0 + 4.0 * 0.5 + 2.0 * 0.5) / 6.0).abs() < 0.02,
+        "{f}"
+    );
+    assert_eq!(json["steps"].as_array().unwrap().len(), 6);
+    assert!(json["steps"][0]["sigma"].as_f64().unwrap() > 0.99);
+    assert!(std::fs::read(&map).unwrap().starts_with(b"\x89PNG"));
+
+    for extra in [
+        vec!["--sampler", "ras", "--budget", "0.6"],
+        vec!["--sampler", "teacache", "--teacache-threshold", "100"],
+    ] {
+        let out = tmp.path().join("other.safetensors");
+        let r = run(&extra, &out);
+        assert!(
+            r.status.success(),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+
+    // Bad settings: clear error, non-zero exit, no output.
+    let bad = tmp.path().join("bad.safetensors");
+    for (extra, needle) in [
+        (vec!["--sampler", "teacache"], "teacache-threshold"),
+        (
+            vec!["--sampler", "hsa", "--budget", "0.05"],
+            "below the minimum",
+        ),
+        (vec!["--sampler", "hsa", "--groups", "0.5:1,0.6:2"], "sum"),
+        (vec!["--sampler", "dpm"], "unknown sampler"),
+    ] {
+        let r = run(&extra, &bad);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            !r.status.success() && err.contains(needle),
+            "{extra:?}: {err}"
+        );
+        assert!(!bad.exists());
+    }
+}

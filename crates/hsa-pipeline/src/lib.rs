@@ -5,7 +5,10 @@
 
 pub mod dev;
 pub mod error;
+pub mod group_map;
 pub mod io;
+pub mod memory;
 pub mod model_dir;
+pub mod sampling;
 
 pub use error::{PipelineError, Result};
