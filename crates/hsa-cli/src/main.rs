@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: DevCommand,
     },
+    /// Offline calibration of baselines that need it (HSA needs none).
+    Calibrate {
+        #[command(subcommand)]
+        command: CalibrateCommand,
+    },
     /// Benchmarks (speed is measured here, never in tests).
     Bench {
         #[command(subcommand)]
@@ -176,6 +181,34 @@ impl SamplerArgs {
 }
 
 #[derive(Subcommand)]
+enum CalibrateCommand {
+    /// Fits TeaCache's 4th-order rescaling polynomial for a model from full-step runs.
+    Teacache {
+        #[arg(long)]
+        model: PathBuf,
+        /// One or more sampling input files (noise, encoder_hidden_states, negative_...).
+        #[arg(long, num_args = 1.., required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long, default_value_t = 40)]
+        steps: usize,
+        #[arg(long, default_value_t = 5.0)]
+        shift: f64,
+        #[arg(long, default_value_t = 5.0)]
+        guidance: f64,
+        #[arg(long, default_value = "flow-match-euler")]
+        schedule: String,
+        /// Indicator: e (default) or e0.
+        #[arg(long, default_value = "e")]
+        mode: String,
+        /// Output JSON with the coefficients and the data they were fitted on.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum)]
+        dtype: Option<Dtype>,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Times the DiT forward on random weights: dense, and partial at 50% and 25% active tokens.
     Dit(hsa_eval::bench::DitBenchArgs),
@@ -241,6 +274,53 @@ fn run(cli: Cli) -> Result<()> {
             dev_sample(
                 model, inputs, out, sampler, stats, group_map, dtype, &device,
             )?;
+        }
+        Command::Calibrate {
+            command:
+                CalibrateCommand::Teacache {
+                    model,
+                    inputs,
+                    steps,
+                    shift,
+                    guidance,
+                    schedule,
+                    mode,
+                    out,
+                    dtype,
+                },
+        } => {
+            let kind = match mode.as_str() {
+                "e" => hsa_core::IndicatorKind::Embedding,
+                "e0" => hsa_core::IndicatorKind::Projection,
+                other => anyhow::bail!("--mode '{other}' (expected e or e0)"),
+            };
+            let bar = progress::steps_bar(inputs.len() as u64, "calibrating (full-step runs)");
+            let cal = hsa_pipeline::dev::calibrate_teacache(
+                &model,
+                &inputs,
+                steps,
+                shift,
+                guidance,
+                schedule.parse()?,
+                kind,
+                dtype.map(Into::into),
+                &device,
+                &mut |i| bar.set_position(i as u64),
+            )?;
+            bar.finish_and_clear();
+            hsa_pipeline::io::write_bytes_atomic(
+                &out,
+                serde_json::to_string_pretty(&cal)?.as_bytes(),
+            )?;
+            let coeffs: Vec<String> = cal.coefficients.iter().map(|c| format!("{c:e}")).collect();
+            println!(
+                "teacache ({}) coefficients {} from {} pairs, rms residual {:.3e}, {:.1} s of full-step runs",
+                cal.mode,
+                coeffs.join(","),
+                cal.pairs.len(),
+                cal.rms_residual,
+                cal.wall_seconds
+            );
         }
         Command::Bench {
             command: BenchCommand::Dit(args),

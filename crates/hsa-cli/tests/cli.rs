@@ -290,3 +290,41 @@ fn dev_sample_runs_every_sampler_and_fm_matches_diffusers() {
         assert!(!bad.exists());
     }
 }
+
+#[test]
+fn teacache_calibration_fits_the_recorded_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cal.json");
+    let inputs = fixtures().join("euler_cfg.safetensors");
+    let model = fixtures().join("t2v");
+    let r = hsa(&[
+        "calibrate",
+        "teacache",
+        "--model",
+        model.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        inputs.to_str().unwrap(),
+        "--steps",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let cal: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let coeffs: Vec<f64> = cal["coefficients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_f64().unwrap())
+        .collect();
+    assert_eq!(coeffs.len(), 5);
+    let pairs: Vec<(f64, f64)> = serde_json::from_value(cal["pairs"].clone()).unwrap();
+    // Two inputs x two branches x (8 - 1) step pairs.
+    assert_eq!(pairs.len(), 2 * 2 * 7);
+    let ys: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    let mean = ys.iter().sum::<f64>() / ys.len() as f64;
+    let spread = (ys.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / ys.len() as f64).sqrt();
+    let rms = cal["rms_residual"].as_f64().unwrap();
+    assert!(rms < 0.5 * spread, "fit rms {rms} vs spread {spread}");
+}

@@ -28,14 +28,62 @@ impl Wan21Model {
     pub fn coefficients(self, kind: IndicatorKind) -> [f64; 5] {
         use IndicatorKind::*;
         match (self, kind) {
-            (Self::T2v1_3b, Embedding) => [2.39676752e3, -1.31110545e3, 2.01331979e2, -8.29855975, 1.37887774e-1],
-            (Self::T2v1_3b, Projection) => [-5.21862437e4, 9.23041404e3, -5.28275948e2, 1.36987616e1, -4.99875664e-2],
-            (Self::T2v14b, Embedding) => [-5784.54975374, 5449.50911966, -1811.16591783, 256.27178429, -13.02252404],
-            (Self::T2v14b, Projection) => [-3.03318725e5, 4.90537029e4, -2.65530556e3, 5.87365115e1, -3.15583525e-1],
-            (Self::I2v480p, Embedding) => [-3.02331670e2, 2.23948934e2, -5.25463970e1, 5.87348440, -2.01973289e-1],
-            (Self::I2v480p, Projection) => [2.57151496e5, -3.54229917e4, 1.40286849e3, -1.35890334e1, 1.32517977e-1],
-            (Self::I2v720p, Embedding) => [-114.36346466, 65.26524496, -18.82220707, 4.91518089, -0.23412683],
-            (Self::I2v720p, Projection) => [8.10705460e3, 2.13393892e3, -3.72934672e2, 1.66203073e1, -4.17769401e-2],
+            (Self::T2v1_3b, Embedding) => [
+                2.39676752e3,
+                -1.31110545e3,
+                2.01331979e2,
+                -8.29855975,
+                1.37887774e-1,
+            ],
+            (Self::T2v1_3b, Projection) => [
+                -5.21862437e4,
+                9.23041404e3,
+                -5.28275948e2,
+                1.36987616e1,
+                -4.99875664e-2,
+            ],
+            (Self::T2v14b, Embedding) => [
+                -5784.54975374,
+                5449.50911966,
+                -1811.16591783,
+                256.27178429,
+                -13.02252404,
+            ],
+            (Self::T2v14b, Projection) => [
+                -3.03318725e5,
+                4.90537029e4,
+                -2.65530556e3,
+                5.87365115e1,
+                -3.15583525e-1,
+            ],
+            (Self::I2v480p, Embedding) => [
+                -3.02331670e2,
+                2.23948934e2,
+                -5.25463970e1,
+                5.87348440,
+                -2.01973289e-1,
+            ],
+            (Self::I2v480p, Projection) => [
+                2.57151496e5,
+                -3.54229917e4,
+                1.40286849e3,
+                -1.35890334e1,
+                1.32517977e-1,
+            ],
+            (Self::I2v720p, Embedding) => [
+                -114.36346466,
+                65.26524496,
+                -18.82220707,
+                4.91518089,
+                -0.23412683,
+            ],
+            (Self::I2v720p, Projection) => [
+                8.10705460e3,
+                2.13393892e3,
+                -3.72934672e2,
+                1.66203073e1,
+                -4.17769401e-2,
+            ],
         }
     }
 }
@@ -57,18 +105,33 @@ impl TeaCacheConfig {
     /// The reference defaults for `steps` steps: `e` mode computes the first and last step
     /// (ret 2, cutoff 2T-2); retention (`e0`) mode computes the first 5 steps (ret 10,
     /// cutoff 2T).
-    pub fn new(threshold: f64, coefficients: Vec<f64>, indicator: IndicatorKind, steps: usize) -> Result<Self> {
+    pub fn new(
+        threshold: f64,
+        coefficients: Vec<f64>,
+        indicator: IndicatorKind,
+        steps: usize,
+    ) -> Result<Self> {
         if !(threshold.is_finite() && threshold >= 0.0) {
-            return Err(CoreError::InvalidSetting(format!("TeaCache threshold must be >= 0, got {threshold}")));
+            return Err(CoreError::InvalidSetting(format!(
+                "TeaCache threshold must be >= 0, got {threshold}"
+            )));
         }
         if coefficients.is_empty() || coefficients.iter().any(|c| !c.is_finite()) {
-            return Err(CoreError::InvalidSetting("TeaCache coefficients must be finite numbers".into()));
+            return Err(CoreError::InvalidSetting(
+                "TeaCache coefficients must be finite numbers".into(),
+            ));
         }
         let (ret_steps, cutoff) = match indicator {
             IndicatorKind::Embedding => (2, 2 * steps - 2),
             IndicatorKind::Projection => (10, 2 * steps),
         };
-        Ok(Self { threshold, coefficients, indicator, ret_steps, cutoff })
+        Ok(Self {
+            threshold,
+            coefficients,
+            indicator,
+            ret_steps,
+            cutoff,
+        })
     }
 }
 
@@ -102,12 +165,20 @@ pub struct TeaCacheDecider {
 
 impl TeaCacheDecider {
     pub fn new(cfg: TeaCacheConfig) -> Self {
-        Self { cfg, branches: Default::default() }
+        Self {
+            cfg,
+            branches: Default::default(),
+        }
     }
 
     /// Whether call number `call` (counting every model call of the generation) on `branch`
     /// must be computed, given that call's indicator.
-    pub fn should_compute(&mut self, call: usize, branch: Branch, indicator: &Tensor) -> Result<bool> {
+    pub fn should_compute(
+        &mut self,
+        call: usize,
+        branch: Branch,
+        indicator: &Tensor,
+    ) -> Result<bool> {
         let st = &mut self.branches[branch.index()];
         let compute = if call < self.cfg.ret_steps || call >= self.cfg.cutoff {
             st.acc = 0.0;
@@ -178,11 +249,19 @@ pub fn sample_teacache(
         for &b in branches {
             // Calls are numbered as in the reference, where every step makes two calls.
             let call = 2 * i + b.index();
-            let ind = denoiser.timestep_indicator(t, cfg.indicator)?.ok_or_else(|| {
-                CoreError::Denoiser("this model offers no timestep indicator for TeaCache".into())
-            })?;
+            let ind = denoiser
+                .timestep_indicator(t, cfg.indicator)?
+                .ok_or_else(|| {
+                    CoreError::Denoiser(
+                        "this model offers no timestep indicator for TeaCache".into(),
+                    )
+                })?;
             let compute = decider.should_compute(call, b, &ind)?;
-            vs.push(if compute { denoiser.velocity(&x, t, b, None)? } else { denoiser.velocity_reusing_residual(&x, t, b)? });
+            vs.push(if compute {
+                denoiser.velocity(&x, t, b, None)?
+            } else {
+                denoiser.velocity_reusing_residual(&x, t, b)?
+            });
             flags.push(compute);
         }
         let v = match vs.as_slice() {
@@ -200,7 +279,55 @@ pub fn sample_teacache(
         });
         computed.push(flags);
     }
-    Ok(TeaCacheRun { latents: x, computed })
+    Ok(TeaCacheRun {
+        latents: x,
+        computed,
+    })
+}
+
+/// TeaCache calibration data from one full FM run: for every model call after the first of
+/// its branch, `(x, y)` = (relative L1 change of the timestep indicator, relative L1 change of
+/// the model output) against the previous call of the same branch. Fitting `y ≈ poly(x)` over
+/// a set of prompts gives the rescaling polynomial (TeaCache's offline calibration).
+pub fn calibration_pairs(
+    denoiser: &mut dyn Denoiser,
+    noise: &Tensor,
+    schedule: &Schedule,
+    guidance: Guidance,
+    indicator: IndicatorKind,
+) -> Result<Vec<(f64, f64)>> {
+    check_state(denoiser, noise)?;
+    denoiser.reset()?;
+    let branches: &[Branch] = if guidance.uses_uncond() {
+        &[Branch::Cond, Branch::Uncond]
+    } else {
+        &[Branch::Cond]
+    };
+    let mut prev: [Option<(Tensor, Tensor)>; 2] = [None, None];
+    let mut pairs = Vec::new();
+    let mut x = noise.to_dtype(DType::F32)?;
+    for i in 0..schedule.steps() {
+        let t = schedule.timesteps[i];
+        let mut vs = Vec::with_capacity(2);
+        for &b in branches {
+            let ind = denoiser.timestep_indicator(t, indicator)?.ok_or_else(|| {
+                CoreError::Denoiser("this model offers no timestep indicator for TeaCache".into())
+            })?;
+            let v = denoiser.velocity(&x, t, b, None)?;
+            if let Some((pi, pv)) = &prev[b.index()] {
+                pairs.push((relative_l1(&ind, pi)?, relative_l1(&v, pv)?));
+            }
+            prev[b.index()] = Some((ind, v.clone()));
+            vs.push(v);
+        }
+        let v = match vs.as_slice() {
+            [vc] => vc.clone(),
+            [vc, vu] => (vu + ((vc - vu)? * guidance.scale)?)?,
+            _ => unreachable!("one or two branches"),
+        };
+        x = (&x + (v * (schedule.sigmas[i + 1] - schedule.sigmas[i]))?)?;
+    }
+    Ok(pairs)
 }
 
 /// Least-squares polynomial fit `y ≈ poly(x)` of `degree`, highest power first (numpy
@@ -229,9 +356,13 @@ pub fn polyfit(x: &[f64], y: &[f64], degree: usize) -> Result<Vec<f64>> {
         }
     }
     for col in 0..n {
-        let piv = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap();
+        let piv = (col..n)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .unwrap();
         if a[piv][col].abs() < 1e-300 {
-            return Err(CoreError::InvalidSetting("polynomial fit is singular: x has too few distinct values".into()));
+            return Err(CoreError::InvalidSetting(
+                "polynomial fit is singular: x has too few distinct values".into(),
+            ));
         }
         a.swap(col, piv);
         for r in 0..n {
@@ -244,7 +375,9 @@ pub fn polyfit(x: &[f64], y: &[f64], degree: usize) -> Result<Vec<f64>> {
         }
     }
     // Coefficient of u^k is a[k][n] / a[k][k]; of x^k it is that / scale^k.
-    let low_first: Vec<f64> = (0..n).map(|k| a[k][n] / a[k][k] / scale.powi(k as i32)).collect();
+    let low_first: Vec<f64> = (0..n)
+        .map(|k| a[k][n] / a[k][k] / scale.powi(k as i32))
+        .collect();
     Ok(low_first.into_iter().rev().collect())
 }
 

@@ -88,55 +88,174 @@ pub fn sample(
     device: &Device,
     observer: &mut dyn FnMut(&hsa_core::StepEvent),
 ) -> Result<SampleResult> {
-    use hsa_models::wan::patch::{grid_for, patchify, unpatchify};
     let model = WanModel::load_dir(&req.model_dir, req.dtype, device)?;
     let cfg = model.config();
-    if cfg.in_channels != cfg.out_channels {
-        return Err(PipelineError::Invalid(format!(
-            "dev sample drives text-to-video models; this one takes {} input channels for {} output channels (image conditioning)",
-            cfg.in_channels, cfg.out_channels
-        )));
-    }
-    let io = load_tensors(&req.inputs, device)?;
-    let noise = require(&io, "noise", &req.inputs)?;
-    let dims = noise.dims().to_vec();
-    if dims.len() != 5 || dims[0] != 1 || dims[1] != cfg.out_channels {
-        return Err(PipelineError::Input {
-            path: req.inputs.clone(),
-            message: format!(
-                "noise must be [1, {}, F, H, W], got {dims:?}",
-                cfg.out_channels
-            ),
-        });
-    }
-    let grid = grid_for(dims[2], dims[3], dims[4], cfg.patch_size)?;
-    let text = require(&io, "encoder_hidden_states", &req.inputs)?;
-    let negative = io.get("negative_encoder_hidden_states");
     let guidance = hsa_core::Guidance::new(req.guidance)?;
-    if guidance.uses_uncond() && negative.is_none() {
-        return Err(PipelineError::Input {
-            path: req.inputs.clone(),
-            message: format!(
-                "guidance {} needs 'negative_encoder_hidden_states' (or use --guidance 1)",
-                req.guidance
-            ),
-        });
-    }
-    let negative = if guidance.uses_uncond() {
-        negative
-    } else {
-        None
-    };
+    let inputs = SamplingInputs::load(&model, &req.inputs, guidance, device)?;
+    let grid = inputs.grid;
     let (spec, warnings) = req.options.resolve(req.steps, grid.len())?;
     let schedule = hsa_core::Schedule::new(req.schedule, req.steps, req.shift)?;
-    let mut den = hsa_models::wan::WanDenoiser::new(&model, grid, text, negative, None)?;
-    let x = patchify(&noise.to_dtype(DType::F32)?, cfg.patch_size)?.squeeze(0)?;
-    let (latents, stats) =
-        crate::sampling::run_sampler(&mut den, &x, &schedule, guidance, &spec, observer)?;
-    let latents = unpatchify(&latents.unsqueeze(0)?, grid, cfg.patch_size)?;
+    let mut den = inputs.denoiser(&model)?;
+    let (latents, stats) = crate::sampling::run_sampler(
+        &mut den,
+        &inputs.noise,
+        &schedule,
+        guidance,
+        &spec,
+        observer,
+    )?;
+    let latents = hsa_models::wan::patch::unpatchify(&latents.unsqueeze(0)?, grid, cfg.patch_size)?;
     Ok(SampleResult {
         latents,
         stats,
         warnings,
+    })
+}
+
+/// Noise and text embeddings of a text-to-video sampling run, read from a tensor file.
+struct SamplingInputs {
+    /// `[N, P]` tokens.
+    noise: Tensor,
+    grid: hsa_core::TokenGrid,
+    text: Tensor,
+    negative: Option<Tensor>,
+}
+
+impl SamplingInputs {
+    /// Reads `noise` [1,C,F,H,W], `encoder_hidden_states` and (needed when `guidance` uses the
+    /// unconditional branch) `negative_encoder_hidden_states`.
+    fn load(
+        model: &WanModel,
+        path: &Path,
+        guidance: hsa_core::Guidance,
+        device: &Device,
+    ) -> Result<Self> {
+        use hsa_models::wan::patch::{grid_for, patchify};
+        let cfg = model.config();
+        if cfg.in_channels != cfg.out_channels {
+            return Err(PipelineError::Invalid(format!(
+                "this command drives text-to-video models; this one takes {} input channels for {} output channels (image conditioning)",
+                cfg.in_channels, cfg.out_channels
+            )));
+        }
+        let io = load_tensors(path, device)?;
+        let noise = require(&io, "noise", path)?;
+        let dims = noise.dims().to_vec();
+        if dims.len() != 5 || dims[0] != 1 || dims[1] != cfg.out_channels {
+            return Err(PipelineError::Input {
+                path: path.to_path_buf(),
+                message: format!(
+                    "noise must be [1, {}, F, H, W], got {dims:?}",
+                    cfg.out_channels
+                ),
+            });
+        }
+        let grid = grid_for(dims[2], dims[3], dims[4], cfg.patch_size)?;
+        let text = require(&io, "encoder_hidden_states", path)?.clone();
+        let negative = if guidance.uses_uncond() {
+            Some(
+                io.get("negative_encoder_hidden_states")
+                    .ok_or_else(|| PipelineError::Input {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "guidance {} needs 'negative_encoder_hidden_states' (or use --guidance 1)",
+                            guidance.scale
+                        ),
+                    })?
+                    .clone(),
+            )
+        } else {
+            None
+        };
+        let noise = patchify(&noise.to_dtype(DType::F32)?, cfg.patch_size)?.squeeze(0)?;
+        Ok(Self {
+            noise,
+            grid,
+            text,
+            negative,
+        })
+    }
+
+    fn denoiser<'m>(&self, model: &'m WanModel) -> Result<hsa_models::wan::WanDenoiser<'m>> {
+        Ok(hsa_models::wan::WanDenoiser::new(
+            model,
+            self.grid,
+            &self.text,
+            self.negative.as_ref(),
+            None,
+        )?)
+    }
+}
+
+/// Result of [`calibrate_teacache`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TeaCacheCalibration {
+    /// Rescaling polynomial, highest power first (`--teacache-coefficients`).
+    pub coefficients: Vec<f64>,
+    /// `e` or `e0`.
+    pub mode: String,
+    pub steps: usize,
+    pub shift: f64,
+    pub guidance: f64,
+    /// (indicator change, output change) pairs the fit used.
+    pub pairs: Vec<(f64, f64)>,
+    /// Root-mean-square residual of the fit.
+    pub rms_residual: f64,
+    /// Wall time of the full-step runs: the offline cost HSA does not have.
+    pub wall_seconds: f64,
+}
+
+/// `hsa calibrate teacache`: full FM runs over every input file, then a 4th-order fit of the
+/// output change against the timestep-indicator change.
+#[allow(clippy::too_many_arguments)]
+pub fn calibrate_teacache(
+    model_dir: &Path,
+    inputs: &[std::path::PathBuf],
+    steps: usize,
+    shift: f64,
+    guidance: f64,
+    schedule: hsa_core::ScheduleKind,
+    kind: hsa_core::IndicatorKind,
+    dtype: Option<DType>,
+    device: &Device,
+    progress: &mut dyn FnMut(usize),
+) -> Result<TeaCacheCalibration> {
+    use hsa_core::teacache::{calibration_pairs, poly_eval, polyfit};
+    if inputs.is_empty() {
+        return Err(PipelineError::Invalid(
+            "calibration needs at least one --inputs file".into(),
+        ));
+    }
+    let start = std::time::Instant::now();
+    let model = WanModel::load_dir(model_dir, dtype, device)?;
+    let g = hsa_core::Guidance::new(guidance)?;
+    let schedule = hsa_core::Schedule::new(schedule, steps, shift)?;
+    let mut pairs = Vec::new();
+    for (i, path) in inputs.iter().enumerate() {
+        let inp = SamplingInputs::load(&model, path, g, device)?;
+        let mut den = inp.denoiser(&model)?;
+        pairs.extend(calibration_pairs(&mut den, &inp.noise, &schedule, g, kind)?);
+        progress(i + 1);
+    }
+    let (x, y): (Vec<f64>, Vec<f64>) = pairs.iter().copied().unzip();
+    let coefficients = polyfit(&x, &y, 4)?;
+    let rms_residual = (pairs
+        .iter()
+        .map(|(x, y)| (poly_eval(&coefficients, *x) - y).powi(2))
+        .sum::<f64>()
+        / pairs.len() as f64)
+        .sqrt();
+    Ok(TeaCacheCalibration {
+        coefficients,
+        mode: match kind {
+            hsa_core::IndicatorKind::Embedding => "e".into(),
+            hsa_core::IndicatorKind::Projection => "e0".into(),
+        },
+        steps,
+        shift,
+        guidance,
+        pairs,
+        rms_residual,
+        wall_seconds: start.elapsed().as_secs_f64(),
     })
 }
