@@ -322,9 +322,18 @@ fn teacache_calibration_fits_the_recorded_pairs() {
     let pairs: Vec<(f64, f64)> = serde_json::from_value(cal["pairs"].clone()).unwrap();
     // Two inputs x two branches x (8 - 1) step pairs.
     assert_eq!(pairs.len(), 2 * 2 * 7);
-    let ys: Vec<f64> = pairs.iter().map(|p| p.1).collect();
-    let mean = ys.iter().sum::<f64>() / ys.len() as f64;
-    let spread = (ys.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / ys.len() as f64).sqrt();
+    // Least squares: nudging any coefficient cannot lower the squared error.
+    let sse = |c: &[f64]| -> f64 {
+        pairs.iter().map(|(x, y)| (c.iter().fold(0.0, |acc, k| acc * x + k) - y).powi(2)).sum()
+    };
+    let best = sse(&coeffs);
     let rms = cal["rms_residual"].as_f64().unwrap();
-    assert!(rms < 0.5 * spread, "fit rms {rms} vs spread {spread}");
+    assert!((rms - (best / pairs.len() as f64).sqrt()).abs() < 1e-9);
+    for k in 0..5 {
+        for sign in [-1.0, 1.0] {
+            let mut c = coeffs.clone();
+            c[k] += sign * (1e-3 * c[k].abs() + 1e-6);
+            assert!(sse(&c) >= best * (1.0 - 1e-12), "coefficient {k} is not at the optimum");
+        }
+    }
 }
