@@ -212,6 +212,8 @@ enum CalibrateCommand {
 enum BenchCommand {
     /// Times the DiT forward on random weights: dense, and partial at 50% and 25% active tokens.
     Dit(hsa_eval::bench::DitBenchArgs),
+    /// Times whole sampling runs: FM(T) against HSA at each budget, same model and noise.
+    Samplers(hsa_eval::bench::SamplerBenchArgs),
 }
 
 fn main() {
@@ -321,6 +323,11 @@ fn run(cli: Cli) -> Result<()> {
                 cal.rms_residual,
                 cal.wall_seconds
             );
+        }
+        Command::Bench {
+            command: BenchCommand::Samplers(args),
+        } => {
+            print!("{}", hsa_eval::bench::samplers(&args, &device)?);
         }
         Command::Bench {
             command: BenchCommand::Dit(args),

@@ -324,7 +324,10 @@ fn teacache_calibration_fits_the_recorded_pairs() {
     assert_eq!(pairs.len(), 2 * 2 * 7);
     // Least squares: nudging any coefficient cannot lower the squared error.
     let sse = |c: &[f64]| -> f64 {
-        pairs.iter().map(|(x, y)| (c.iter().fold(0.0, |acc, k| acc * x + k) - y).powi(2)).sum()
+        pairs
+            .iter()
+            .map(|(x, y)| (c.iter().fold(0.0, |acc, k| acc * x + k) - y).powi(2))
+            .sum()
     };
     let best = sse(&coeffs);
     let rms = cal["rms_residual"].as_f64().unwrap();
@@ -333,7 +336,10 @@ fn teacache_calibration_fits_the_recorded_pairs() {
         for sign in [-1.0, 1.0] {
             let mut c = coeffs.clone();
             c[k] += sign * (1e-3 * c[k].abs() + 1e-6);
-            assert!(sse(&c) >= best * (1.0 - 1e-12), "coefficient {k} is not at the optimum");
+            assert!(
+                sse(&c) >= best * (1.0 - 1e-12),
+                "coefficient {k} is not at the optimum"
+            );
         }
     }
 }

@@ -184,6 +184,127 @@ impl fmt::Display for DitBenchReport {
     }
 }
 
+/// Settings of the sampler benchmark: FM(T) against HSA at several budgets, same model,
+/// same noise, same run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplerBenchArgs {
+    #[command(flatten)]
+    pub model: DitBenchArgs,
+    /// Steps T of every run.
+    #[arg(long, default_value_t = 16)]
+    pub steps: usize,
+    /// HSA token-step budgets.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.25")]
+    pub budgets: Vec<f64>,
+}
+
+/// One sampler run of the benchmark.
+#[derive(Debug, Clone)]
+pub struct SamplerCase {
+    pub name: String,
+    pub token_step_fraction: f64,
+    pub seconds: f64,
+}
+
+/// The sampler benchmark's result.
+#[derive(Debug, Clone)]
+pub struct SamplerBenchReport {
+    pub args: SamplerBenchArgs,
+    pub tokens: usize,
+    pub threads: usize,
+    pub cases: Vec<SamplerCase>,
+}
+
+/// Runs FM(T) and HSA at each budget on random weights; wall time of whole sampling runs.
+pub fn samplers(args: &SamplerBenchArgs, device: &Device) -> Result<SamplerBenchReport> {
+    use hsa_core::{
+        plan_budget, sample_fm_euler, sample_hsa, Guidance, HsaConfig, Schedule, ScheduleKind,
+    };
+    let m = &args.model;
+    let grid = parse_grid(&m.grid).map_err(EvalError::Invalid)?;
+    let dtype = parse_dtype(&m.dtype).map_err(EvalError::Invalid)?;
+    if m.heads == 0 || m.dim % m.heads != 0 {
+        return Err(EvalError::Invalid(format!(
+            "dim {} is not divisible by heads {}",
+            m.dim, m.heads
+        )));
+    }
+    let cfg = WanConfig {
+        num_layers: m.layers,
+        ffn_dim: m.ffn,
+        ..WanConfig::wan21_t2v_1_3b()
+    };
+    let cfg = WanConfig {
+        num_heads: m.heads,
+        head_dim: m.dim / m.heads,
+        ..cfg
+    };
+    let model = WanModel::random(&cfg, dtype, device, 0)?;
+    let n = grid.len();
+    let noise = Tensor::randn(0f32, 1.0, (n, cfg.out_token_dim()), device)?;
+    let text = Tensor::randn(0f32, 1.0, (1, m.text_len, cfg.text_dim), device)?;
+    let schedule = Schedule::new(ScheduleKind::FlowMatchEuler, args.steps, 5.0)?;
+    let guidance = Guidance::new(1.0)?;
+    let mut den = WanDenoiser::new(&model, grid, &text, None, None)?;
+    // Warm-up: one dense call.
+    den.velocity(&noise, 999.0, Branch::Cond, None)?;
+    let start = Instant::now();
+    sample_fm_euler(&mut den, &noise, &schedule, guidance, &mut |_| {})?;
+    let mut cases = vec![SamplerCase {
+        name: format!("fm T={}", args.steps),
+        token_step_fraction: 1.0,
+        seconds: start.elapsed().as_secs_f64(),
+    }];
+    for &b in &args.budgets {
+        let warmup = hsa_core::hsa::planner::default_warmup(args.steps);
+        let plan = plan_budget(b, args.steps, warmup, 0, Some(n))?;
+        let hsa_cfg = HsaConfig::new(plan.spec.clone(), warmup, 0);
+        let start = Instant::now();
+        let run = sample_hsa(&mut den, &noise, &schedule, guidance, &hsa_cfg, &mut |_| {})?;
+        cases.push(SamplerCase {
+            name: format!("hsa {b} ({})", plan.spec),
+            token_step_fraction: run.stats.token_step_fraction,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(SamplerBenchReport {
+        args: args.clone(),
+        tokens: n,
+        threads: candle_core::utils::get_num_threads(),
+        cases,
+    })
+}
+
+impl fmt::Display for SamplerBenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let a = &self.args.model;
+        writeln!(
+            f,
+            "samplers: D={} heads={} layers={} N={} T={} dtype={} threads={}",
+            a.dim, a.heads, a.layers, self.tokens, self.args.steps, a.dtype, self.threads
+        )?;
+        let fm = self.cases[0].seconds;
+        writeln!(
+            f,
+            "{:<52} {:>10} {:>9} {:>10} {:>9}",
+            "run", "seconds", "runtime", "token-step", "overhead"
+        )?;
+        for c in &self.cases {
+            let frac = c.seconds / fm;
+            writeln!(
+                f,
+                "{:<52} {:>10.2} {:>8.3}x {:>10.3} {:>+9.3}",
+                c.name,
+                c.seconds,
+                frac,
+                c.token_step_fraction,
+                frac - c.token_step_fraction
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
