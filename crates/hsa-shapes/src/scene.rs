@@ -1,0 +1,506 @@
+//! The semantic content of a clip ([`SceneSpec`]), its sampler and the held-out split.
+//!
+//! A `SceneSpec` holds exactly what a caption says: the objects (colour, shape, motion), the
+//! background (colour, pattern) and the camera pan. Everything else (sizes, positions,
+//! speeds, stripe periods, exact tones) is nuisance variation drawn from the render seed.
+
+use crate::rng::Rng;
+use crate::{Result, ShapesError};
+
+/// The eight saturated object colours. Each is identified by its HSV hue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Colour {
+    Red,
+    Orange,
+    Yellow,
+    Green,
+    Cyan,
+    Blue,
+    Purple,
+    Magenta,
+}
+
+impl Colour {
+    pub const ALL: [Colour; 8] = [
+        Colour::Red,
+        Colour::Orange,
+        Colour::Yellow,
+        Colour::Green,
+        Colour::Cyan,
+        Colour::Blue,
+        Colour::Purple,
+        Colour::Magenta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Colour::Red => "red",
+            Colour::Orange => "orange",
+            Colour::Yellow => "yellow",
+            Colour::Green => "green",
+            Colour::Cyan => "cyan",
+            Colour::Blue => "blue",
+            Colour::Purple => "purple",
+            Colour::Magenta => "magenta",
+        }
+    }
+
+    pub fn from_name(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == word)
+    }
+
+    /// Nominal HSV hue in degrees. Neighbours are 30 to 60 degrees apart.
+    pub fn hue(self) -> f32 {
+        match self {
+            Colour::Red => 0.0,
+            Colour::Orange => 30.0,
+            Colour::Yellow => 60.0,
+            Colour::Green => 120.0,
+            Colour::Cyan => 180.0,
+            Colour::Blue => 240.0,
+            Colour::Purple => 270.0,
+            Colour::Magenta => 300.0,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Object shapes. Squares are axis-aligned; triangles are isosceles, apex up, as wide as tall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Shape {
+    Circle,
+    Square,
+    Triangle,
+    Ring,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 4] = [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Ring];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Circle => "circle",
+            Shape::Square => "square",
+            Shape::Triangle => "triangle",
+            Shape::Ring => "ring",
+        }
+    }
+
+    pub fn from_name(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == word)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The eight screen directions (image y grows downwards, so `Up` is -y).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    Left,
+    Right,
+    Up,
+    Down,
+    UpLeft,
+    UpRight,
+    DownLeft,
+    DownRight,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 8] = [
+        Direction::Left,
+        Direction::Right,
+        Direction::Up,
+        Direction::Down,
+        Direction::UpLeft,
+        Direction::UpRight,
+        Direction::DownLeft,
+        Direction::DownRight,
+    ];
+
+    /// Caption words: one word for the four cardinal directions, two for the diagonals
+    /// ("up left").
+    pub fn words(self) -> &'static [&'static str] {
+        match self {
+            Direction::Left => &["left"],
+            Direction::Right => &["right"],
+            Direction::Up => &["up"],
+            Direction::Down => &["down"],
+            Direction::UpLeft => &["up", "left"],
+            Direction::UpRight => &["up", "right"],
+            Direction::DownLeft => &["down", "left"],
+            Direction::DownRight => &["down", "right"],
+        }
+    }
+
+    /// Unit vector in image coordinates (x right, y down).
+    pub fn unit(self) -> (f32, f32) {
+        const D: f32 = std::f32::consts::FRAC_1_SQRT_2;
+        match self {
+            Direction::Left => (-1.0, 0.0),
+            Direction::Right => (1.0, 0.0),
+            Direction::Up => (0.0, -1.0),
+            Direction::Down => (0.0, 1.0),
+            Direction::UpLeft => (-D, -D),
+            Direction::UpRight => (D, -D),
+            Direction::DownLeft => (-D, D),
+            Direction::DownRight => (D, D),
+        }
+    }
+
+    /// The direction whose 45-degree sector contains the vector (dx, dy) (image coordinates).
+    pub fn from_vector(dx: f32, dy: f32) -> Self {
+        // Angle measured with y up, counter-clockwise from +x, in [0, 360).
+        let a = (-dy).atan2(dx).to_degrees().rem_euclid(360.0);
+        let sector = (((a + 22.5) / 45.0).floor() as usize) % 8;
+        [
+            Direction::Right,
+            Direction::UpRight,
+            Direction::Up,
+            Direction::UpLeft,
+            Direction::Left,
+            Direction::DownLeft,
+            Direction::Down,
+            Direction::DownRight,
+        ][sector]
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Axis of a bouncing motion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Axis {
+    Horizontal,
+    Vertical,
+}
+
+impl Axis {
+    pub const ALL: [Axis; 2] = [Axis::Horizontal, Axis::Vertical];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Axis::Horizontal => "horizontally",
+            Axis::Vertical => "vertically",
+        }
+    }
+}
+
+/// How an object moves over the clip (in world coordinates; see [`Pan`] for the camera).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Motion {
+    /// "staying still"
+    Still,
+    /// "moving `direction`": constant velocity.
+    Moving(Direction),
+    /// "bouncing horizontally|vertically": moves along the axis, reverses once mid-clip.
+    Bouncing(Axis),
+}
+
+impl Motion {
+    /// All 11 motions, in index order.
+    pub const ALL: [Motion; 11] = [
+        Motion::Still,
+        Motion::Moving(Direction::Left),
+        Motion::Moving(Direction::Right),
+        Motion::Moving(Direction::Up),
+        Motion::Moving(Direction::Down),
+        Motion::Moving(Direction::UpLeft),
+        Motion::Moving(Direction::UpRight),
+        Motion::Moving(Direction::DownLeft),
+        Motion::Moving(Direction::DownRight),
+        Motion::Bouncing(Axis::Horizontal),
+        Motion::Bouncing(Axis::Vertical),
+    ];
+
+    pub fn index(self) -> usize {
+        match self {
+            Motion::Still => 0,
+            Motion::Moving(d) => 1 + d.index(),
+            Motion::Bouncing(Axis::Horizontal) => 9,
+            Motion::Bouncing(Axis::Vertical) => 10,
+        }
+    }
+
+    /// The caption words of this motion ("staying still", "moving up left", ...).
+    pub fn words(self) -> Vec<&'static str> {
+        match self {
+            Motion::Still => vec!["staying", "still"],
+            Motion::Moving(d) => {
+                let mut w = vec!["moving"];
+                w.extend_from_slice(d.words());
+                w
+            }
+            Motion::Bouncing(a) => vec!["bouncing", a.word()],
+        }
+    }
+}
+
+/// Background colour: a muted tint of one of the object hues, or neutral gray.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BgColour {
+    Gray,
+    Tint(Colour),
+}
+
+impl BgColour {
+    pub const ALL: [BgColour; 9] = [
+        BgColour::Gray,
+        BgColour::Tint(Colour::Red),
+        BgColour::Tint(Colour::Orange),
+        BgColour::Tint(Colour::Yellow),
+        BgColour::Tint(Colour::Green),
+        BgColour::Tint(Colour::Cyan),
+        BgColour::Tint(Colour::Blue),
+        BgColour::Tint(Colour::Purple),
+        BgColour::Tint(Colour::Magenta),
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BgColour::Gray => "gray",
+            BgColour::Tint(c) => c.name(),
+        }
+    }
+
+    pub fn from_name(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == word)
+    }
+}
+
+/// Background pattern. `Plain` has no caption word ("on a blue background").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pattern {
+    Plain,
+    Gradient,
+    Striped,
+    Checkered,
+    Textured,
+}
+
+impl Pattern {
+    pub const ALL: [Pattern; 5] = [
+        Pattern::Plain,
+        Pattern::Gradient,
+        Pattern::Striped,
+        Pattern::Checkered,
+        Pattern::Textured,
+    ];
+
+    /// The caption word, `None` for `Plain`.
+    pub fn word(self) -> Option<&'static str> {
+        match self {
+            Pattern::Plain => None,
+            Pattern::Gradient => Some("gradient"),
+            Pattern::Striped => Some("striped"),
+            Pattern::Checkered => Some("checkered"),
+            Pattern::Textured => Some("textured"),
+        }
+    }
+}
+
+/// Camera pan direction: the camera moves this way, so the whole picture (background and
+/// objects) drifts the opposite way on screen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pan {
+    Left,
+    Right,
+    Up,
+    Down,
+}
+
+impl Pan {
+    pub const ALL: [Pan; 4] = [Pan::Left, Pan::Right, Pan::Up, Pan::Down];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Pan::Left => "left",
+            Pan::Right => "right",
+            Pan::Up => "up",
+            Pan::Down => "down",
+        }
+    }
+
+    /// Unit vector of the camera's motion in image coordinates.
+    pub fn unit(self) -> (f32, f32) {
+        match self {
+            Pan::Left => (-1.0, 0.0),
+            Pan::Right => (1.0, 0.0),
+            Pan::Up => (0.0, -1.0),
+            Pan::Down => (0.0, 1.0),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectSpec {
+    pub colour: Colour,
+    pub shape: Shape,
+    pub motion: Motion,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Background {
+    pub colour: BgColour,
+    pub pattern: Pattern,
+}
+
+/// Everything a caption says about a clip.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SceneSpec {
+    /// 1 to 3 objects with distinct colours, in caption and drawing order (later on top).
+    pub objects: Vec<ObjectSpec>,
+    /// Its colour is never the colour of an object in the scene.
+    pub background: Background,
+    pub camera: Option<Pan>,
+}
+
+/// Most objects in a scene.
+pub const MAX_OBJECTS: usize = 3;
+
+impl SceneSpec {
+    /// Checks the invariants the renderer and checker rely on: 1 to 3 objects, distinct
+    /// object colours, background colour different from every object colour.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.objects.len();
+        if n == 0 || n > MAX_OBJECTS {
+            return Err(ShapesError::InvalidScene(format!(
+                "a scene has 1 to {MAX_OBJECTS} objects, got {n}"
+            )));
+        }
+        for (i, a) in self.objects.iter().enumerate() {
+            if self.objects[..i].iter().any(|b| b.colour == a.colour) {
+                return Err(ShapesError::InvalidScene(format!(
+                    "two objects are {}",
+                    a.colour.name()
+                )));
+            }
+            if self.background.colour == BgColour::Tint(a.colour) {
+                return Err(ShapesError::InvalidScene(format!(
+                    "the background has the colour of the {} object",
+                    a.colour.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when nothing moves: every object still and no camera pan.
+    pub fn is_static(&self) -> bool {
+        self.camera.is_none() && self.objects.iter().all(|o| o.motion == Motion::Still)
+    }
+}
+
+/// Probability that a sampled scene has a camera pan.
+pub const PAN_PROBABILITY: f32 = 0.25;
+
+/// A scene drawn uniformly from the whole caption space (train and held-out alike):
+/// 1 to 3 objects (uniform), distinct colours, uniform shapes and motions, a background
+/// colour uniform among those not used by an object, a uniform pattern, and a pan with
+/// probability [`PAN_PROBABILITY`].
+pub fn sample_scene(seed: u64) -> SceneSpec {
+    let mut rng = Rng::stream(seed, 0x5CE4E);
+    let n = 1 + rng.below(MAX_OBJECTS);
+    let mut colours = Colour::ALL;
+    rng.shuffle(&mut colours);
+    let objects: Vec<ObjectSpec> = colours[..n]
+        .iter()
+        .map(|&colour| ObjectSpec {
+            colour,
+            shape: rng.pick(&Shape::ALL),
+            motion: rng.pick(&Motion::ALL),
+        })
+        .collect();
+    let bg_choices: Vec<BgColour> = BgColour::ALL
+        .into_iter()
+        .filter(|b| !objects.iter().any(|o| *b == BgColour::Tint(o.colour)))
+        .collect();
+    let background = Background {
+        colour: rng.pick(&bg_choices),
+        pattern: rng.pick(&Pattern::ALL),
+    };
+    let camera = if rng.chance(PAN_PROBABILITY) {
+        Some(rng.pick(&Pan::ALL))
+    } else {
+        None
+    };
+    SceneSpec {
+        objects,
+        background,
+        camera,
+    }
+}
+
+/// The held-out (colour, shape, motion) triples:
+/// `(colour.index() + 3 * shape.index() + 5 * motion.index()) % 7 == 0`.
+///
+/// About 1/7 of the 352 triples (50 of them). Because 3 and 5 are invertible mod 7, for any
+/// fixed pair of attributes at most one shape, at most two colours and at most two motions
+/// complete it to a held-out triple, so every colour-shape, colour-motion and shape-motion
+/// pair still occurs in training: the held-out triples are new *combinations* of seen parts.
+#[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` is newer than the MSRV (1.85)
+pub fn is_held_out_triple(colour: Colour, shape: Shape, motion: Motion) -> bool {
+    (colour.index() + 3 * shape.index() + 5 * motion.index()) % 7 == 0
+}
+
+/// A scene is held out (evaluation only) when any of its objects is a held-out triple.
+pub fn is_held_out(spec: &SceneSpec) -> bool {
+    spec.objects
+        .iter()
+        .any(|o| is_held_out_triple(o.colour, o.shape, o.motion))
+}
+
+/// A training scene: [`sample_scene`] draws (re-drawn deterministically) until the scene is
+/// not held out.
+pub fn sample_train(seed: u64) -> SceneSpec {
+    (0u64..)
+        .map(|attempt| sample_scene(crate::rng::mix(seed, attempt)))
+        .find(|s| !is_held_out(s))
+        .expect("unbounded search")
+}
+
+/// An evaluation scene: [`sample_scene`] draws until the scene is held out, i.e. it contains
+/// at least one held-out triple.
+pub fn sample_eval(seed: u64) -> SceneSpec {
+    (0u64..)
+        .map(|attempt| sample_scene(crate::rng::mix(seed ^ 0xE7A1_0000_0000_0000, attempt)))
+        .find(is_held_out)
+        .expect("unbounded search")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direction_sectors() {
+        for d in Direction::ALL {
+            let (x, y) = d.unit();
+            assert_eq!(Direction::from_vector(x, y), d);
+            // 20 degrees off still lands in the same sector.
+            let (s, c) = 20f32.to_radians().sin_cos();
+            assert_eq!(Direction::from_vector(x * c - y * s, x * s + y * c), d);
+        }
+    }
+
+    #[test]
+    fn motion_index_matches_all() {
+        for (i, m) in Motion::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i);
+        }
+    }
+
+    #[test]
+    fn sampled_scenes_are_valid() {
+        for seed in 0..2000 {
+            sample_scene(seed).validate().unwrap();
+        }
+    }
+}

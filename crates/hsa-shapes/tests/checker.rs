@@ -1,0 +1,176 @@
+//! The checker on generator clips, perturbed clips and wrong captions.
+
+use hsa_shapes::*;
+
+const N: u64 = 200;
+
+fn mean(v: &[f32]) -> f32 {
+    v.iter().sum::<f32>() / v.len() as f32
+}
+
+fn scores(cfg: &ClipConfig, perturb: impl Fn(&Clip, u64) -> Clip) -> (f32, f32, f32, f32) {
+    let (mut o, mut c, mut d, mut s) = (vec![], vec![], vec![], vec![]);
+    for seed in 0..N {
+        let ex = generate_train(seed, cfg);
+        let clip = perturb(&ex.clip, seed);
+        let r = check(&clip, &ex.caption).unwrap();
+        o.push(r.overall);
+        c.push(r.colour_score);
+        d.push(r.direction_score);
+        s.extend(r.shape_score);
+    }
+    (mean(&o), mean(&c), mean(&d), mean(&s))
+}
+
+#[test]
+fn generator_clips_score_at_least_95_percent() {
+    let cfg = ClipConfig::default();
+    let (o, c, d, s) = scores(&cfg, |c, _| c.clone());
+    eprintln!("clean 32x32x17: overall {o:.4} colour {c:.4} direction {d:.4} shape {s:.4}");
+    assert!(o >= 0.95, "overall {o}");
+    assert!(c >= 0.95 && d >= 0.95 && s >= 0.95);
+}
+
+#[test]
+fn held_out_clips_score_at_least_95_percent() {
+    let cfg = ClipConfig::default();
+    let o = mean(
+        &(0..N)
+            .map(|seed| {
+                let ex = generate_eval(seed, &cfg);
+                check(&ex.clip, &ex.caption).unwrap().overall
+            })
+            .collect::<Vec<_>>(),
+    );
+    eprintln!("held-out 32x32x17: overall {o:.4}");
+    assert!(o >= 0.95, "overall {o}");
+}
+
+#[test]
+fn robust_to_noise_and_blur() {
+    let cfg = ClipConfig::default();
+    let (on, ..) = scores(&cfg, |c, seed| c.with_gaussian_noise(0.1, seed));
+    let (ob, ..) = scores(&cfg, |c, _| c.box_blur3());
+    let (onb, ..) = scores(&cfg, |c, seed| c.with_gaussian_noise(0.1, seed).box_blur3());
+    eprintln!("noise 0.1: {on:.4}  blur 3x3: {ob:.4}  noise+blur: {onb:.4}");
+    assert!(on >= 0.95, "noise {on}");
+    assert!(ob >= 0.95, "blur {ob}");
+    assert!(onb >= 0.9, "noise+blur {onb}");
+}
+
+#[test]
+fn shuffled_captions_score_near_chance() {
+    let cfg = ClipConfig::default();
+    let specs: Vec<SceneSpec> = (0..N).map(sample_train).collect();
+    let mut overall = vec![];
+    for seed in 0..N {
+        let clip = render(&specs[seed as usize], &cfg, seed);
+        // A derangement: every clip gets another clip's caption.
+        let other = &specs[((seed + 1 + (seed * 37) % (N - 1)) % N) as usize];
+        overall.push(check(&clip, &caption(other)).unwrap().overall);
+    }
+    let o = mean(&overall);
+    eprintln!("shuffled captions: overall {o:.4}");
+    assert!(o < 0.5, "shuffled {o}");
+}
+
+#[test]
+fn works_at_48_pixels() {
+    let cfg = ClipConfig::square(48, 17);
+    let (o, ..) = scores(&cfg, |c, _| c.clone());
+    eprintln!("clean 48x48x17: overall {o:.4}");
+    assert!(o >= 0.95);
+}
+
+#[test]
+fn wrong_attributes_score_zero() {
+    let cfg = ClipConfig::default();
+    let opposite = |m: Motion| match m {
+        Motion::Still => Motion::Moving(Direction::Left),
+        Motion::Moving(d) => {
+            let (x, y) = d.unit();
+            Motion::Moving(Direction::from_vector(-x, -y))
+        }
+        Motion::Bouncing(Axis::Horizontal) => Motion::Bouncing(Axis::Vertical),
+        Motion::Bouncing(Axis::Vertical) => Motion::Bouncing(Axis::Horizontal),
+    };
+    for seed in 0..40 {
+        let ex = generate_train(seed, &cfg);
+        let mut wrong = ex.spec.clone();
+        for o in &mut wrong.objects {
+            o.motion = opposite(o.motion);
+            o.shape = Shape::ALL[(o.shape.index() + 1) % 4];
+        }
+        let r = check_spec(&ex.clip, &wrong, &CheckerParams::default());
+        assert_eq!(r.colour_score, 1.0);
+        assert!(r.direction_score <= 0.34, "seed {seed}: {r:?}");
+        assert!(r.shape_score.unwrap() <= 0.34, "seed {seed}: {r:?}");
+    }
+}
+
+#[test]
+fn missing_objects_and_blank_clips() {
+    let cfg = ClipConfig::default();
+    let blank = Clip::new(cfg.frames, cfg.height, cfg.width);
+    let r = check(&blank, "a red circle moving left on a gray background").unwrap();
+    assert_eq!(r.overall, 0.0);
+    assert_eq!(r.motion_energy, 0.0);
+    assert!(check(&blank, "a red blob").is_err());
+    // A clip with only a green square, asked about a red circle: nothing found.
+    let spec = parse_caption("a green square moving right on a blue background").unwrap();
+    let clip = render(&spec, &cfg, 9);
+    let r = check(&clip, "a red circle moving right on a blue background").unwrap();
+    assert_eq!(r.colour_score, 0.0);
+    assert_eq!(r.overall, 0.0);
+    assert_eq!(r.extra_colours, vec![Colour::Green]);
+    assert!(check(&clip, &caption(&spec))
+        .unwrap()
+        .extra_colours
+        .is_empty());
+}
+
+#[test]
+fn camera_pan_is_compensated() {
+    let cfg = ClipConfig::default();
+    for pan in ["left", "right", "up", "down"] {
+        for seed in 0..10 {
+            let text = format!(
+                "a red circle staying still and a blue square moving {pan} on a gray striped \
+                 background, camera panning {pan}"
+            );
+            let clip = render(&parse_caption(&text).unwrap(), &cfg, seed);
+            let r = check(&clip, &text).unwrap();
+            assert_eq!(r.direction_score, 1.0, "{text}: {:?}", r.objects);
+            // Without the pan in the caption the still circle reads as moving.
+            let no_pan = text.split(", camera").next().unwrap();
+            let r = check(&clip, no_pan).unwrap();
+            assert_eq!(
+                r.objects[0].detected_motion.map(|m| m == Motion::Still),
+                Some(false)
+            );
+        }
+    }
+}
+
+#[test]
+fn model_layout_round_trips() {
+    // A model output arrives as [3, F, H, W] floats, or as 8-bit frames.
+    let ex = generate_train(11, &ClipConfig::default());
+    let [_, f, h, w] = ex.clip.dims();
+    let back = Clip::from_cfhw(f, h, w, ex.clip.data().to_vec()).unwrap();
+    assert_eq!(check(&back, &ex.caption).unwrap().overall, 1.0);
+    let bytes = ex.clip.to_u8_fhwc();
+    let q = Clip::from_u8_fhwc(f, h, w, &bytes).unwrap();
+    assert_eq!(check(&q, &ex.caption).unwrap().overall, 1.0);
+}
+
+#[test]
+fn single_frame_clips_score_colour_and_shape() {
+    let cfg = ClipConfig::new(32, 32, 1);
+    let spec = parse_caption("a red square staying still on a gray background").unwrap();
+    let r = check(&render(&spec, &cfg, 4), &caption(&spec)).unwrap();
+    assert_eq!(r.colour_score, 1.0);
+    assert_eq!(r.shape_score, Some(1.0));
+    assert_eq!(r.direction_score, 0.0, "motion needs two frames");
+    assert_eq!(r.motion_energy, 0.0);
+}
