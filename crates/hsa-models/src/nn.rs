@@ -4,7 +4,7 @@
 //! the residual stream stay in f32. [`Linear::forward`] casts its input to the weight dtype
 //! and returns the result in that dtype; callers cast back to f32 where the policy says so.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 
 use crate::Result;
 
@@ -75,15 +75,18 @@ impl LayerNorm {
         })
     }
 
-    /// Normalises `x` (cast to f32); the result is f32.
+    /// Normalises `x` (cast to f32); the result is f32. Uses candle's fused kernel, or plain
+    /// differentiable ops when gradients are being tracked (training).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.to_dtype(DType::F32)?.contiguous()?;
-        Ok(candle_nn::ops::layer_norm(
-            &x,
-            &self.weight,
-            &self.bias,
-            self.eps,
-        )?)
+        if tracks_grad(&[&x, &self.weight, &self.bias]) {
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+            let xn = xc.broadcast_div(&(var + self.eps as f64)?.sqrt()?)?;
+            return Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?);
+        }
+        Ok(candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps)?)
     }
 }
 
@@ -102,12 +105,23 @@ impl RmsNorm {
         })
     }
 
-    /// Normalises `x`; the result has `x`'s dtype.
+    /// Normalises `x`; the result has `x`'s dtype. Differentiable ops when training.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?.contiguous()?;
+        if tracks_grad(&[&xf, &self.weight]) {
+            let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+            let xn = xf.broadcast_div(&(ms + self.eps as f64)?.sqrt()?)?;
+            return Ok(xn.broadcast_mul(&self.weight)?.to_dtype(dtype)?);
+        }
         Ok(candle_nn::ops::rms_norm(&xf, &self.weight, self.eps)?.to_dtype(dtype)?)
     }
+}
+
+/// Whether any of the tensors takes part in gradient tracking. candle's fused CPU kernels
+/// (norms, softmax, RoPE) have no backward pass; layers switch to plain ops in that case.
+pub fn tracks_grad(ts: &[&Tensor]) -> bool {
+    ts.iter().any(|t| t.track_op())
 }
 
 /// `x·(1 + scale) + shift` with broadcasting; all f32.

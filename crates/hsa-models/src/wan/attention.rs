@@ -13,8 +13,29 @@ const SCORE_BUDGET: usize = 1 << 26;
 
 /// `softmax(q·kᵀ·scale)·v` for `q [B,H,Lq,d]`, `k, v [B,H,Lk,d]`; returns `[B,H,Lq,d]`.
 ///
-/// Queries are processed in chunks so the `Lq x Lk` score matrix never exists whole.
+/// On the CPU (f32/bf16/f16) this is the fused tiled kernel of [`crate::cpu_attention`];
+/// elsewhere it is [`scaled_dot_product_reference`].
 pub fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    // Training: the fused kernels have no backward pass.
+    if crate::nn::tracks_grad(&[q, k, v]) {
+        return scaled_dot_product_reference(q, k, v, scale);
+    }
+    if crate::cpu_attention::supports(q, k, v) {
+        return crate::cpu_attention::attention(q, k, v, scale);
+    }
+    scaled_dot_product_reference(q, k, v, scale)
+}
+
+/// Matmul → softmax → matmul attention (the reference for the fused CPU kernel, and the path
+/// on non-CPU devices).
+///
+/// Queries are processed in chunks so the `Lq x Lk` score matrix never exists whole.
+pub fn scaled_dot_product_reference(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
     let (b, h, lq, _) = q.dims4()?;
     let lk = k.dim(2)?;
     let chunk = (SCORE_BUDGET / (b * h * lk).max(1)).clamp(1, lq.max(1));
@@ -25,7 +46,11 @@ pub fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Res
         let len = chunk.min(lq - start);
         let qc = (q.narrow(2, start, len)? * scale)?;
         let scores = qc.matmul(&kt)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = if crate::nn::tracks_grad(&[&scores]) {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         outs.push(probs.matmul(v)?);
         start += len;
     }

@@ -1,0 +1,830 @@
+//! Fused, tiled ("flash-style") attention for the CPU.
+//!
+//! `softmax(q·kᵀ·scale)·v` for `q [B,H,Lq,d]`, `k [B,H,Lk,d]`, `v [B,H,Lk,dv]` without ever
+//! holding an `Lq x Lk` score matrix: every task owns one block of queries of one
+//! `(batch, head)` and walks the keys in blocks, keeping a running row maximum and row sum
+//! (online softmax) and an unnormalised f32 output accumulator that is rescaled whenever
+//! the maximum grows; one division at the end normalises it.
+//!
+//! Inner kernels (picked by [`Kernel`]):
+//! - [`Kernel::Avx2`]: hand-written AVX2/FMA register-tiled micro-kernels (6 rows x 16
+//!   columns) for `S = Q·Kᵀ` (K is packed once per head into 16-key panels) and
+//!   `O = α·O + P·V` (V is read in place), plus a vectorised `exp`. Chosen by
+//!   [`Kernel::Auto`] when the CPU has AVX2 and FMA.
+//! - [`Kernel::Gemm`]: the same loop with both products done by `gemm::gemm` on tiles.
+//! - [`Kernel::Scalar`]: portable scalar code, the fallback on other CPUs.
+//!
+//! f32, bf16 and f16 inputs are supported; tiles are converted to f32 for compute and the
+//! output has the dtype of the inputs. Work is spread over rayon's global pool (the one
+//! candle uses) across `(batch, head)` pairs and query blocks.
+
+use std::borrow::Cow;
+
+use candle_core::{DType, Storage, Tensor};
+use half::{bf16, f16, slice::HalfFloatSliceExt};
+use rayon::prelude::*;
+
+use crate::{ModelError, Result};
+
+/// Inner-kernel choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernel {
+    /// [`Kernel::Avx2`] where the CPU supports it, else [`Kernel::Scalar`].
+    #[default]
+    Auto,
+    /// AVX2 + FMA micro-kernels; falls back to [`Kernel::Scalar`] on CPUs without them.
+    Avx2,
+    /// `gemm::gemm` on tiles (softmax vectorised where AVX2 is available).
+    Gemm,
+    /// Portable scalar code.
+    Scalar,
+}
+
+/// Tiling parameters of [`attention_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub kernel: Kernel,
+    /// Queries per task (rows of the score tile).
+    pub q_block: usize,
+    /// Keys per step of the online softmax (columns of the score tile); rounded up to 16.
+    pub k_block: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            kernel: Kernel::Auto,
+            q_block: 96,
+            k_block: 256,
+        }
+    }
+}
+
+/// Whether [`attention`] can run these inputs: CPU tensors of rank 4 with one dtype among
+/// f32/bf16/f16, `q [B,H,Lq,d]`, `k [B,H,Lk,d]`, `v [B,H,Lk,dv]`, `Lk > 0` and `d > 0`.
+pub fn supports(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
+    let cpu = q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu();
+    let dtype = q.dtype();
+    let dtype_ok = matches!(dtype, DType::F32 | DType::BF16 | DType::F16)
+        && k.dtype() == dtype
+        && v.dtype() == dtype;
+    let shapes_ok = match (q.dims4(), k.dims4(), v.dims4()) {
+        (Ok((b, h, _, d)), Ok((bk, hk, lk, dk)), Ok((bv, hv, lv, _))) => {
+            b == bk && b == bv && h == hk && h == hv && d == dk && lk == lv && lk > 0 && d > 0
+        }
+        _ => false,
+    };
+    cpu && dtype_ok && shapes_ok
+}
+
+/// `softmax(q·kᵀ·scale)·v` with the default [`Options`]; returns `[B,H,Lq,dv]` in the
+/// dtype of the inputs. Errors where [`supports`] is false.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    attention_with(q, k, v, scale, Options::default())
+}
+
+/// [`attention`] with explicit kernel and tile sizes.
+pub fn attention_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    opts: Options,
+) -> Result<Tensor> {
+    if !supports(q, k, v) {
+        return Err(ModelError::Input(format!(
+            "cpu attention needs CPU tensors q [B,H,Lq,d], k [B,H,Lk,d], v [B,H,Lk,dv] of one \
+             dtype among f32/bf16/f16 with Lk > 0; got q {:?} {:?}, k {:?} {:?}, v {:?} {:?}",
+            q.dims(),
+            q.dtype(),
+            k.dims(),
+            k.dtype(),
+            v.dims(),
+            v.dtype()
+        )));
+    }
+    let (b, h, lq, d) = q.dims4()?;
+    let lk = k.dim(2)?;
+    let dv = v.dim(3)?;
+    let dims = Dims {
+        bh: b * h,
+        lq,
+        lk,
+        d,
+        dv,
+    };
+    let kernel = resolve(opts.kernel);
+    let tiles = Tiles {
+        q_block: opts.q_block.max(1),
+        k_block: opts.k_block.max(1).div_ceil(16) * 16,
+    };
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let scale = scale as f32;
+    let device = q.device().clone();
+    let shape = (b, h, lq, dv);
+    match q.dtype() {
+        DType::F32 => {
+            let out = with_slices::<f32, _>(&q, &k, &v, |q, k, v| {
+                run(q, k, v, dims, scale, kernel, tiles)
+            })?;
+            Ok(Tensor::from_vec(out, shape, &device)?)
+        }
+        DType::BF16 => {
+            let out = with_slices::<bf16, _>(&q, &k, &v, |q, k, v| {
+                run(q, k, v, dims, scale, kernel, tiles)
+            })?;
+            Ok(Tensor::from_vec(out, shape, &device)?)
+        }
+        DType::F16 => {
+            let out = with_slices::<f16, _>(&q, &k, &v, |q, k, v| {
+                run(q, k, v, dims, scale, kernel, tiles)
+            })?;
+            Ok(Tensor::from_vec(out, shape, &device)?)
+        }
+        other => Err(ModelError::Input(format!(
+            "cpu attention: unsupported dtype {other:?}"
+        ))),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    bh: usize,
+    lq: usize,
+    lk: usize,
+    d: usize,
+    dv: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Tiles {
+    q_block: usize,
+    k_block: usize,
+}
+
+/// The concrete kernel after CPU feature detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    Avx2,
+    Gemm,
+    Scalar,
+}
+
+fn resolve(kernel: Kernel) -> Resolved {
+    match kernel {
+        Kernel::Auto | Kernel::Avx2 if has_avx2() => Resolved::Avx2,
+        Kernel::Auto | Kernel::Avx2 | Kernel::Scalar => Resolved::Scalar,
+        Kernel::Gemm => Resolved::Gemm,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx2() -> bool {
+    false
+}
+
+/// Calls `f` on the element slices of three contiguous CPU tensors (no copy).
+fn with_slices<T: Element, R>(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    f: impl FnOnce(&[T], &[T], &[T]) -> R,
+) -> Result<R> {
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    fn slice<'a, T: Element>(s: &'a Storage, l: &candle_core::Layout) -> Result<&'a [T]> {
+        let Storage::Cpu(cpu) = s else {
+            return Err(ModelError::Input(
+                "cpu attention: tensor is not on the CPU".into(),
+            ));
+        };
+        let (start, end) = l.contiguous_offsets().ok_or_else(|| {
+            ModelError::Input("cpu attention: tensor is not contiguous".into())
+        })?;
+        Ok(&cpu.as_slice::<T>()?[start..end])
+    }
+    Ok(f(slice(&qs, ql)?, slice(&ks, kl)?, slice(&vs, vl)?))
+}
+
+/// Input element types: converted to f32 tile by tile.
+trait Element: candle_core::WithDType + Copy + Send + Sync + 'static {
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]);
+    fn from_f32_slice(src: &[f32], dst: &mut [Self]);
+    /// The data itself when it already is f32.
+    fn as_f32(_src: &[Self]) -> Option<&[f32]> {
+        None
+    }
+}
+
+impl Element for f32 {
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn from_f32_slice(src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
+    }
+    fn as_f32(src: &[Self]) -> Option<&[f32]> {
+        Some(src)
+    }
+}
+
+impl Element for bf16 {
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+    fn from_f32_slice(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src);
+    }
+}
+
+impl Element for f16 {
+    fn to_f32_slice(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+    fn from_f32_slice(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src);
+    }
+}
+
+/// K and V of one `(batch, head)` in the layout the kernel wants.
+struct HeadKv<'a> {
+    /// Avx2: K in panels of 16 keys, `[ceil(Lk/16)][d][16]`, zero-padded keys.
+    /// Gemm/Scalar: K row-major `[Lk][d]`.
+    k: Cow<'a, [f32]>,
+    /// V row-major `[Lk][ldv]`.
+    v: Cow<'a, [f32]>,
+    ldv: usize,
+}
+
+impl<'a> HeadKv<'a> {
+    fn new<T: Element>(k: &'a [T], v: &'a [T], dims: Dims, kernel: Resolved) -> Self {
+        let Dims { lk, d, dv, .. } = dims;
+        let k = match kernel {
+            Resolved::Avx2 => Cow::Owned(pack_k_panels(k, lk, d)),
+            Resolved::Gemm | Resolved::Scalar => to_f32_cow(k),
+        };
+        // The AVX2 PV kernel works on 16-column strips of V: pad odd head dims.
+        let ldv = match kernel {
+            Resolved::Avx2 => dv.div_ceil(16) * 16,
+            Resolved::Gemm | Resolved::Scalar => dv,
+        };
+        let v = if ldv == dv {
+            to_f32_cow(v)
+        } else {
+            let mut out = vec![0f32; lk * ldv];
+            for (src, dst) in v.chunks_exact(dv).zip(out.chunks_exact_mut(ldv)) {
+                T::to_f32_slice(src, &mut dst[..dv]);
+            }
+            Cow::Owned(out)
+        };
+        Self { k, v, ldv }
+    }
+}
+
+fn to_f32_cow<T: Element>(x: &[T]) -> Cow<'_, [f32]> {
+    match T::as_f32(x) {
+        Some(s) => Cow::Borrowed(s),
+        None => {
+            let mut out = vec![0f32; x.len()];
+            T::to_f32_slice(x, &mut out);
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// `[Lk][d]` -> `[ceil(Lk/16)][d][16]` f32 (key index fastest), zero-padded.
+fn pack_k_panels<T: Element>(k: &[T], lk: usize, d: usize) -> Vec<f32> {
+    let panels = lk.div_ceil(16);
+    let mut out = vec![0f32; panels * d * 16];
+    let mut row = vec![0f32; d];
+    for (j, src) in k.chunks_exact(d).enumerate().take(lk) {
+        T::to_f32_slice(src, &mut row);
+        let panel = &mut out[(j / 16) * d * 16..][..d * 16];
+        let jj = j % 16;
+        for (p, &x) in row.iter().enumerate() {
+            panel[p * 16 + jj] = x;
+        }
+    }
+    out
+}
+
+/// Per-task buffers, reused across the tasks a rayon job runs.
+struct Scratch {
+    /// Scaled queries `[q_block][d]`.
+    q: Vec<f32>,
+    /// Scores, then probabilities `[q_block][k_block]`.
+    s: Vec<f32>,
+    /// Unnormalised output `[q_block][ldv]`.
+    o: Vec<f32>,
+    /// Running row maximum, row sum, and this step's rescale factor.
+    m: Vec<f32>,
+    l: Vec<f32>,
+    alpha: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(dims: Dims, tiles: Tiles, ldv: usize) -> Self {
+        let rows = tiles.q_block.min(dims.lq.max(1));
+        Self {
+            q: vec![0.0; rows * dims.d],
+            s: vec![0.0; rows * tiles.k_block],
+            o: vec![0.0; rows * ldv],
+            m: vec![0.0; rows],
+            l: vec![0.0; rows],
+            alpha: vec![0.0; rows],
+        }
+    }
+}
+
+fn run<T: Element>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    dims: Dims,
+    scale: f32,
+    kernel: Resolved,
+    tiles: Tiles,
+) -> Vec<T> {
+    let Dims {
+        bh,
+        lq,
+        lk,
+        d,
+        dv,
+    } = dims;
+    let mut out = vec![T::zero(); bh * lq * dv];
+    if out.is_empty() {
+        return out;
+    }
+    let q_block = tiles.q_block.min(lq);
+    out.par_chunks_mut(lq * dv)
+        .enumerate()
+        .for_each(|(head, out_h)| {
+            let q_h = &q[head * lq * d..][..lq * d];
+            let kv = HeadKv::new(
+                &k[head * lk * d..][..lk * d],
+                &v[head * lk * dv..][..lk * dv],
+                dims,
+                kernel,
+            );
+            out_h
+                .par_chunks_mut(q_block * dv)
+                .enumerate()
+                .for_each_init(
+                    || Scratch::new(dims, tiles, kv.ldv),
+                    |scratch, (blk, out_blk)| {
+                        let rows = out_blk.len() / dv;
+                        let q_blk = &q_h[blk * q_block * d..][..rows * d];
+                        query_block(q_blk, &kv, out_blk, rows, dims, scale, kernel, tiles, scratch);
+                    },
+                );
+        });
+    out
+}
+
+/// One block of `rows` queries against every key of one head.
+#[allow(clippy::too_many_arguments)]
+fn query_block<T: Element>(
+    q_blk: &[T],
+    kv: &HeadKv<'_>,
+    out: &mut [T],
+    rows: usize,
+    dims: Dims,
+    scale: f32,
+    kernel: Resolved,
+    tiles: Tiles,
+    sc: &mut Scratch,
+) {
+    let Dims { lk, d, dv, .. } = dims;
+    let ldv = kv.ldv;
+    let lds = tiles.k_block;
+    let qs = &mut sc.q[..rows * d];
+    T::to_f32_slice(q_blk, qs);
+    qs.iter_mut().for_each(|x| *x *= scale);
+    let o = &mut sc.o[..rows * ldv];
+    o.fill(0.0);
+    let m = &mut sc.m[..rows];
+    m.fill(f32::NEG_INFINITY);
+    let l = &mut sc.l[..rows];
+    l.fill(0.0);
+    let alpha = &mut sc.alpha[..rows];
+    let s = &mut sc.s[..rows * lds];
+
+    let mut kb = 0;
+    while kb < lk {
+        let n = tiles.k_block.min(lk - kb);
+        match kernel {
+            #[cfg(target_arch = "x86_64")]
+            Resolved::Avx2 => unsafe {
+                let panels = n.div_ceil(16);
+                avx2::qk(qs, rows, d, &kv.k[(kb / 16) * d * 16..], panels, s, lds);
+                avx2::softmax_step(s, rows, n, lds, m, l, alpha);
+                avx2::pv(s, lds, rows, n, &kv.v[kb * ldv..], ldv, o, alpha);
+            },
+            Resolved::Gemm => {
+                let k_blk = &kv.k[kb * d..(kb + n) * d];
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        n,
+                        d,
+                        s.as_mut_ptr(),
+                        1,
+                        lds as isize,
+                        false,
+                        qs.as_ptr(),
+                        1,
+                        d as isize,
+                        k_blk.as_ptr(),
+                        d as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                softmax_step(s, rows, n, lds, m, l, alpha);
+                for (row, &a) in o.chunks_exact_mut(ldv).zip(alpha.iter()) {
+                    if a != 1.0 {
+                        row.iter_mut().for_each(|x| *x *= a);
+                    }
+                }
+                let v_blk = &kv.v[kb * ldv..(kb + n) * ldv];
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        dv,
+                        n,
+                        o.as_mut_ptr(),
+                        1,
+                        ldv as isize,
+                        true,
+                        s.as_ptr(),
+                        1,
+                        lds as isize,
+                        v_blk.as_ptr(),
+                        1,
+                        ldv as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+            _ => {
+                let k_blk = &kv.k[kb * d..(kb + n) * d];
+                for (qr, sr) in qs.chunks_exact(d).zip(s.chunks_exact_mut(lds)) {
+                    for (kr, x) in k_blk.chunks_exact(d).zip(sr.iter_mut()) {
+                        *x = qr.iter().zip(kr).map(|(a, b)| a * b).sum();
+                    }
+                }
+                scalar::softmax_step(s, rows, n, lds, m, l, alpha);
+                let v_blk = &kv.v[kb * ldv..(kb + n) * ldv];
+                for ((orow, sr), &a) in o.chunks_exact_mut(ldv).zip(s.chunks_exact(lds)).zip(alpha.iter()) {
+                    if a != 1.0 {
+                        orow.iter_mut().for_each(|x| *x *= a);
+                    }
+                    for (&p, vr) in sr[..n].iter().zip(v_blk.chunks_exact(ldv)) {
+                        for (x, &y) in orow.iter_mut().zip(vr) {
+                            *x += p * y;
+                        }
+                    }
+                }
+            }
+        }
+        kb += n;
+    }
+
+    // Normalise and convert.
+    for ((orow, dst), &sum) in o.chunks_exact_mut(ldv).zip(out.chunks_exact_mut(dv)).zip(l.iter()) {
+        let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        orow[..dv].iter_mut().for_each(|x| *x *= inv);
+        T::from_f32_slice(&orow[..dv], dst);
+    }
+}
+
+/// One online-softmax step over an `rows x n` score tile (row stride `lds`): updates the
+/// running max `m` and sum `l`, turns scores into unnormalised probabilities in place, and
+/// writes the factor `alpha` by which the output accumulated so far must be rescaled.
+fn softmax_step(
+    s: &mut [f32],
+    rows: usize,
+    n: usize,
+    lds: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA are available.
+        unsafe { avx2::softmax_step(s, rows, n, lds, m, l, alpha) };
+        return;
+    }
+    scalar::softmax_step(s, rows, n, lds, m, l, alpha)
+}
+
+mod scalar {
+    pub(super) fn softmax_step(
+        s: &mut [f32],
+        rows: usize,
+        n: usize,
+        lds: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        for r in 0..rows {
+            let row = &mut s[r * lds..r * lds + n];
+            let blk_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let m_new = m[r].max(blk_max);
+            let a = if m[r] == m_new { 1.0 } else { (m[r] - m_new).exp() };
+            let mut sum = 0.0;
+            for x in row.iter_mut() {
+                *x = (*x - m_new).exp();
+                sum += *x;
+            }
+            l[r] = l[r] * a + sum;
+            m[r] = m_new;
+            alpha[r] = a;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Rows per register tile.
+    const MR: usize = 6;
+
+    /// `s[r][j] = Σ_p q[r][p]·k[j][p]` for `rows` queries (row-major, stride `d`) and
+    /// `panels` 16-key panels of packed K (`[panel][d][16]`). Writes `panels·16` columns.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn qk(
+        q: &[f32],
+        rows: usize,
+        d: usize,
+        kp: &[f32],
+        panels: usize,
+        s: &mut [f32],
+        lds: usize,
+    ) {
+        debug_assert!(q.len() >= rows * d);
+        debug_assert!(kp.len() >= panels * d * 16);
+        debug_assert!(s.len() >= (rows - 1) * lds + panels * 16);
+        let (q, kp, s) = (q.as_ptr(), kp.as_ptr(), s.as_mut_ptr());
+        for pj in 0..panels {
+            let b = kp.add(pj * d * 16);
+            let mut i = 0;
+            while i < rows {
+                let a = q.add(i * d);
+                let c = s.add(i * lds + pj * 16);
+                match rows - i {
+                    1 => qk_tile::<1>(a, d, b, c, lds),
+                    2 => qk_tile::<2>(a, d, b, c, lds),
+                    3 => qk_tile::<3>(a, d, b, c, lds),
+                    4 => qk_tile::<4>(a, d, b, c, lds),
+                    5 => qk_tile::<5>(a, d, b, c, lds),
+                    _ => qk_tile::<MR>(a, d, b, c, lds),
+                }
+                i += MR;
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn qk_tile<const R: usize>(
+        a: *const f32,
+        d: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut acc1 = [_mm256_setzero_ps(); R];
+        for p in 0..d {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            for r in 0..R {
+                let x = _mm256_broadcast_ss(&*a.add(r * d + p));
+                acc0[r] = _mm256_fmadd_ps(x, b0, acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(x, b1, acc1[r]);
+            }
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(c.add(r * ldc), acc0[r]);
+            _mm256_storeu_ps(c.add(r * ldc + 8), acc1[r]);
+        }
+    }
+
+    /// `o[r] = alpha[r]·o[r] + Σ_{j<n} p[r][j]·v[j]` over `ldv` columns (a multiple of 16).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pv(
+        p: &[f32],
+        ldp: usize,
+        rows: usize,
+        n: usize,
+        v: &[f32],
+        ldv: usize,
+        o: &mut [f32],
+        alpha: &[f32],
+    ) {
+        debug_assert!(ldv % 16 == 0);
+        debug_assert!(p.len() >= (rows - 1) * ldp + n);
+        debug_assert!(v.len() >= n * ldv);
+        debug_assert!(o.len() >= rows * ldv);
+        let (p, v, o, al) = (p.as_ptr(), v.as_ptr(), o.as_mut_ptr(), alpha.as_ptr());
+        for cj in (0..ldv).step_by(16) {
+            let mut i = 0;
+            while i < rows {
+                let a = p.add(i * ldp);
+                let c = o.add(i * ldv + cj);
+                let b = v.add(cj);
+                let al = al.add(i);
+                match rows - i {
+                    1 => pv_tile::<1>(a, ldp, b, ldv, n, c, al),
+                    2 => pv_tile::<2>(a, ldp, b, ldv, n, c, al),
+                    3 => pv_tile::<3>(a, ldp, b, ldv, n, c, al),
+                    4 => pv_tile::<4>(a, ldp, b, ldv, n, c, al),
+                    5 => pv_tile::<5>(a, ldp, b, ldv, n, c, al),
+                    _ => pv_tile::<MR>(a, ldp, b, ldv, n, c, al),
+                }
+                i += MR;
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pv_tile<const R: usize>(
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        n: usize,
+        c: *mut f32,
+        alpha: *const f32,
+    ) {
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut acc1 = [_mm256_setzero_ps(); R];
+        for r in 0..R {
+            let al = _mm256_broadcast_ss(&*alpha.add(r));
+            acc0[r] = _mm256_mul_ps(al, _mm256_loadu_ps(c.add(r * ldb)));
+            acc1[r] = _mm256_mul_ps(al, _mm256_loadu_ps(c.add(r * ldb + 8)));
+        }
+        for j in 0..n {
+            let b0 = _mm256_loadu_ps(b.add(j * ldb));
+            let b1 = _mm256_loadu_ps(b.add(j * ldb + 8));
+            for r in 0..R {
+                let x = _mm256_broadcast_ss(&*a.add(r * lda + j));
+                acc0[r] = _mm256_fmadd_ps(x, b0, acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(x, b1, acc1[r]);
+            }
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(c.add(r * ldb), acc0[r]);
+            _mm256_storeu_ps(c.add(r * ldb + 8), acc1[r]);
+        }
+    }
+
+    /// Vectorised `exp` (Cephes `expf` scheme: `2^n · p(r)`, degree-6 polynomial), relative
+    /// error about 1e-7; inputs below -87.3 give ~1e-38 instead of 0.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(x, _mm256_set1_ps(88.376_26));
+        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.336_55));
+        let fx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut y = _mm256_set1_ps(1.987_569_1e-4);
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.398_2e-3));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.333_452e-3));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.166_579_6e-2));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.666_666_5e-1));
+        y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(0.5));
+        let r2 = _mm256_mul_ps(r, r);
+        y = _mm256_fmadd_ps(y, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+        let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(fx),
+            _mm256_set1_epi32(127),
+        ));
+        _mm256_mul_ps(y, _mm256_castsi256_ps(e))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hmax(x: __m256) -> f32 {
+        let m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_shuffle_ps::<1>(m, m));
+        _mm_cvtss_f32(m)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(x: __m256) -> f32 {
+        let m = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+        let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_add_ss(m, _mm_shuffle_ps::<1>(m, m));
+        _mm_cvtss_f32(m)
+    }
+
+    /// Lane mask with the first `k` (0..=8) lanes set.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn head_mask(k: usize) -> __m256 {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(k as i32), idx))
+    }
+
+    /// See [`super::softmax_step`]. Needs `lds >= round_up(n, 8)`; lanes past `n` are
+    /// written (with zeros) but never read as scores.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn softmax_step(
+        s: &mut [f32],
+        rows: usize,
+        n: usize,
+        lds: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        debug_assert!(lds >= n.div_ceil(8) * 8);
+        debug_assert!(s.len() >= (rows - 1) * lds + n.div_ceil(8) * 8);
+        let full = n / 8 * 8;
+        let tail = n - full;
+        let mask = head_mask(tail);
+        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+        for r in 0..rows {
+            let row = s.as_mut_ptr().add(r * lds);
+            let mut vmax0 = neg_inf;
+            let mut vmax1 = neg_inf;
+            let mut j = 0;
+            while j + 16 <= full {
+                vmax0 = _mm256_max_ps(vmax0, _mm256_loadu_ps(row.add(j)));
+                vmax1 = _mm256_max_ps(vmax1, _mm256_loadu_ps(row.add(j + 8)));
+                j += 16;
+            }
+            if j < full {
+                vmax0 = _mm256_max_ps(vmax0, _mm256_loadu_ps(row.add(j)));
+            }
+            if tail > 0 {
+                let x = _mm256_blendv_ps(neg_inf, _mm256_loadu_ps(row.add(full)), mask);
+                vmax1 = _mm256_max_ps(vmax1, x);
+            }
+            let blk_max = hmax(_mm256_max_ps(vmax0, vmax1));
+            let m_old = m[r];
+            let m_new = m_old.max(blk_max);
+            let a = if m_old == m_new {
+                1.0
+            } else {
+                (m_old - m_new).exp()
+            };
+            let vm = _mm256_set1_ps(m_new);
+            let mut sum0 = _mm256_setzero_ps();
+            let mut sum1 = _mm256_setzero_ps();
+            let mut j = 0;
+            while j + 16 <= full {
+                let e0 = exp(_mm256_sub_ps(_mm256_loadu_ps(row.add(j)), vm));
+                let e1 = exp(_mm256_sub_ps(_mm256_loadu_ps(row.add(j + 8)), vm));
+                _mm256_storeu_ps(row.add(j), e0);
+                _mm256_storeu_ps(row.add(j + 8), e1);
+                sum0 = _mm256_add_ps(sum0, e0);
+                sum1 = _mm256_add_ps(sum1, e1);
+                j += 16;
+            }
+            if j < full {
+                let e0 = exp(_mm256_sub_ps(_mm256_loadu_ps(row.add(j)), vm));
+                _mm256_storeu_ps(row.add(j), e0);
+                sum0 = _mm256_add_ps(sum0, e0);
+            }
+            if tail > 0 {
+                let e = exp(_mm256_sub_ps(_mm256_loadu_ps(row.add(full)), vm));
+                let e = _mm256_and_ps(e, mask);
+                _mm256_storeu_ps(row.add(full), e);
+                sum1 = _mm256_add_ps(sum1, e);
+            }
+            l[r] = l[r] * a + hsum(_mm256_add_ps(sum0, sum1));
+            m[r] = m_new;
+            alpha[r] = a;
+        }
+    }
+}
