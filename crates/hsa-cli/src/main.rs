@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: DevCommand,
     },
+    /// Training of the bundled moving-shapes model.
+    Train {
+        #[command(subcommand)]
+        command: TrainCommand,
+    },
     /// Offline calibration of baselines that need it (HSA needs none).
     Calibrate {
         #[command(subcommand)]
@@ -181,6 +186,41 @@ impl SamplerArgs {
 }
 
 #[derive(Subcommand)]
+enum TrainCommand {
+    /// Flow-matching training on the moving-shapes world (resumes from WORK's checkpoint).
+    Shapes {
+        /// Training folder: config, text stack, checkpoints.
+        #[arg(long, default_value = "runs/shapes")]
+        work: PathBuf,
+        #[arg(long, default_value_t = 3000)]
+        steps: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 192)]
+        dim: usize,
+        #[arg(long, default_value_t = 3)]
+        heads: usize,
+        #[arg(long, default_value_t = 6)]
+        layers: usize,
+        #[arg(long, default_value_t = 768)]
+        ffn: usize,
+        #[arg(long, default_value_t = 4e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 100)]
+        checkpoint_every: usize,
+    },
+    /// Writes the shippable model folder (EMA weights, bf16) from a training folder.
+    Export {
+        #[arg(long, default_value = "runs/shapes")]
+        work: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum CalibrateCommand {
     /// Fits TeaCache's 4th-order rescaling polynomial for a model from full-step runs.
     Teacache {
@@ -277,6 +317,7 @@ fn run(cli: Cli) -> Result<()> {
                 model, inputs, out, sampler, stats, group_map, dtype, &device,
             )?;
         }
+        Command::Train { command } => train(command)?,
         Command::Calibrate {
             command:
                 CalibrateCommand::Teacache {
@@ -385,5 +426,71 @@ fn dev_sample(
         hsa_pipeline::group_map::write_png(map, path)?;
     }
     println!("{}", progress::summary(&result.stats));
+    Ok(())
+}
+
+fn train(command: TrainCommand) -> Result<()> {
+    use hsa_shapes::train::{export, train, TrainConfig};
+    match command {
+        TrainCommand::Shapes {
+            work,
+            steps,
+            batch,
+            dim,
+            heads,
+            layers,
+            ffn,
+            lr,
+            seed,
+            checkpoint_every,
+        } => {
+            let cfg = TrainConfig {
+                steps,
+                batch,
+                dim,
+                heads,
+                layers,
+                ffn,
+                lr,
+                seed,
+                checkpoint_every,
+                ..Default::default()
+            };
+            let bar = progress::steps_bar(steps as u64, "training");
+            let log_path = work.join("loss.csv");
+            std::fs::create_dir_all(&work)?;
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)?;
+            let summary = train(&cfg, &work, &mut |p| {
+                use std::io::Write;
+                bar.set_position(p.step as u64);
+                bar.set_message(format!("training, loss {:.4}", p.loss));
+                let _ = writeln!(
+                    log,
+                    "{},{:.6},{:.4},{:.3e},{:.1}",
+                    p.step, p.loss, p.grad_norm, p.lr, p.seconds
+                );
+            })?;
+            bar.finish_and_clear();
+            println!(
+                "trained {} steps: loss {:.4} (mean of last 100: {:.4}) in {:.1} min",
+                summary.steps,
+                summary.final_loss,
+                summary.recent_loss,
+                summary.seconds / 60.0
+            );
+        }
+        TrainCommand::Export { work, out } => {
+            let losses = export(&work, &out)?;
+            println!(
+                "exported {} ({} training steps) to {}",
+                work.display(),
+                losses.len(),
+                out.display()
+            );
+        }
+    }
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod png;
 pub mod render;
 pub mod rng;
 pub mod scene;
+pub mod train;
 
 pub use caption::{caption, parse_caption, tokenize, vocabulary};
 pub use check::{check, check_spec, motion_energy, CheckReport, CheckerParams, ObjectReport};

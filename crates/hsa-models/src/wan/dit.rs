@@ -153,6 +153,26 @@ pub fn reconcile_with_weights(mut cfg: WanConfig, store: &WeightStore) -> WanCon
     cfg
 }
 
+/// Initial values of the tensor `name` (diffusers name) of a fresh model, deterministic in
+/// `seed`: linear weights ~ N(0, 1/fan_in), biases 0, norm weights 1, modulation tables
+/// ~ N(0, 1/D) (as diffusers initialises them).
+pub fn init_values(name: &str, shape: &[usize], dim: usize, seed: u64) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    if name.ends_with(".bias") {
+        vec![0.0; n]
+    } else if name.contains("norm") {
+        vec![1.0; n]
+    } else {
+        let std = if name.ends_with("scale_shift_table") {
+            1.0 / (dim as f64).sqrt()
+        } else {
+            let fan_in: usize = shape[1..].iter().product();
+            1.0 / (fan_in.max(1) as f64).sqrt()
+        };
+        super::init::normal(n, std, seed, name)
+    }
+}
+
 /// Reads and parses `dir/config.json`.
 pub fn read_config(dir: &Path) -> Result<WanConfig> {
     let path = dir.join("config.json");
@@ -191,31 +211,19 @@ impl WanModel {
     pub fn random(cfg: &WanConfig, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
         cfg.validate().map_err(ModelError::Input)?;
         let shapes: BTreeMap<String, Vec<usize>> = expected_tensors(cfg).into_iter().collect();
-        let d = cfg.dim();
         Self::build(cfg, dtype, device, &|name, dt| {
             let shape = shapes
                 .get(name)
                 .ok_or_else(|| ModelError::Input(format!("no initialiser for '{name}'")))?;
-            let n: usize = shape.iter().product();
-            let values: Vec<f32> = if name.ends_with(".bias") {
-                vec![0.0; n]
-            } else if name.contains("norm") {
-                vec![1.0; n]
-            } else {
-                let std = if name.ends_with("scale_shift_table") {
-                    1.0 / (d as f64).sqrt()
-                } else {
-                    let fan_in: usize = shape[1..].iter().product();
-                    1.0 / (fan_in.max(1) as f64).sqrt()
-                };
-                super::init::normal(n, std, seed, name)
-            };
+            let values = init_values(name, shape, cfg.dim(), seed);
             Ok(Tensor::from_vec(values, shape.as_slice(), device)?.to_dtype(dt)?)
         })
     }
 
-    /// Assembles the model from a tensor source (`name`, `dtype`) -> tensor, by diffusers name.
-    fn build(
+    /// Assembles the model from a tensor source (`name`, `dtype`) -> tensor, by diffusers name
+    /// (see [`expected_tensors`]). Training passes the tensors of its `Var`s here, so the
+    /// forward pass builds a graph back to them.
+    pub fn build(
         cfg: &WanConfig,
         dtype: DType,
         device: &Device,
