@@ -210,6 +210,12 @@ enum TrainCommand {
         seed: u64,
         #[arg(long, default_value_t = 100)]
         checkpoint_every: usize,
+        /// Frames per training clip.
+        #[arg(long, default_value_t = 17)]
+        frames: usize,
+        /// Clip width and height.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
     },
     /// Writes the shippable model folder (EMA weights, bf16) from a training folder.
     Export {
@@ -443,6 +449,8 @@ fn train(command: TrainCommand) -> Result<()> {
             lr,
             seed,
             checkpoint_every,
+            frames,
+            size,
         } => {
             let cfg = TrainConfig {
                 steps,
@@ -454,6 +462,9 @@ fn train(command: TrainCommand) -> Result<()> {
                 lr,
                 seed,
                 checkpoint_every,
+                frames,
+                width: size,
+                height: size,
                 ..Default::default()
             };
             let bar = progress::steps_bar(steps as u64, "training");
