@@ -26,6 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate a video from a prompt (default model: the bundled moving-shapes Wan).
+    Generate(GenerateArgs),
     /// Report what a model directory holds: layout, config, parameters, dtypes, experts.
     Inspect {
         /// A DiT folder, a diffusers pipeline folder, or an original Wan folder.
@@ -40,6 +42,11 @@ enum Command {
     Train {
         #[command(subcommand)]
         command: TrainCommand,
+    },
+    /// Quality evaluation.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
     },
     /// Offline calibration of baselines that need it (HSA needs none).
     Calibrate {
@@ -117,21 +124,86 @@ enum DevCommand {
     },
 }
 
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Model folder (diffusers layout). Default: the bundled model in models/shapes-wan.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The prompt.
+    #[arg(long, short = 'p', required_unless_present = "prompt_file")]
+    prompt: Option<String>,
+    /// Read the prompt from a file instead.
+    #[arg(long, conflicts_with = "prompt")]
+    prompt_file: Option<PathBuf>,
+    /// Negative prompt for classifier-free guidance (default: empty).
+    #[arg(long)]
+    negative_prompt: Option<String>,
+    /// Number of frames (default: the model's).
+    #[arg(long)]
+    frames: Option<usize>,
+    /// WIDTHxHEIGHT (default: the model's).
+    #[arg(long)]
+    size: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output file: .mp4 (default), .gif, or a folder for PNG frames.
+    #[arg(long, short = 'o', default_value = "out.mp4")]
+    output: PathBuf,
+    /// Also write a GIF beside the output.
+    #[arg(long)]
+    gif: bool,
+    /// Nearest-neighbour upscale factor for the written video (small models make small clips;
+    /// default: enough for about 256 px).
+    #[arg(long)]
+    scale: Option<usize>,
+    #[command(flatten)]
+    sampler: SamplerArgs,
+    /// Write run statistics as JSON.
+    #[arg(long)]
+    stats: Option<PathBuf>,
+    /// Write the per-token step budget as a PNG heat map (hsa and ras).
+    #[arg(long)]
+    group_map: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    dtype: Option<Dtype>,
+}
+
+/// The bundled model's folder: `models/shapes-wan` under the current directory, else in the
+/// source tree this binary was built from.
+fn default_model_dir() -> PathBuf {
+    let local = PathBuf::from("models/shapes-wan");
+    if local.is_dir() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/shapes-wan")
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize)> {
+    let (w, h) = s
+        .split_once(['x', '*'])
+        .with_context(|| format!("--size '{s}' must be WIDTHxHEIGHT, e.g. 32x32"))?;
+    Ok((
+        w.trim().parse().context("--size width")?,
+        h.trim().parse().context("--size height")?,
+    ))
+}
+
 /// Sampler choice and knobs shared by the sampling commands.
 #[derive(clap::Args, Debug, Clone)]
 struct SamplerArgs {
     /// fm | hsa | teacache | ras
     #[arg(long, default_value = "fm")]
     sampler: String,
-    /// Denoising steps T.
-    #[arg(long, default_value_t = 40)]
-    steps: usize,
-    /// Timestep shift of the sigma schedule.
-    #[arg(long, default_value_t = 5.0)]
-    shift: f64,
-    /// Classifier-free guidance scale (1 = conditional branch only).
-    #[arg(long, default_value_t = 5.0)]
-    guidance: f64,
+    /// Denoising steps T (default: the model's; 40 for `dev sample`).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Timestep shift of the sigma schedule (default: the model's; 5 for `dev sample`).
+    #[arg(long)]
+    shift: Option<f64>,
+    /// Classifier-free guidance scale, 1 = conditional branch only (default: the model's; 5
+    /// for `dev sample`).
+    #[arg(long)]
+    guidance: Option<f64>,
     /// Sigma schedule: flow-match-euler (diffusers), wan (official), diffusers-unipc, linear.
     #[arg(long, default_value = "flow-match-euler")]
     schedule: String,
@@ -227,6 +299,25 @@ enum TrainCommand {
 }
 
 #[derive(Subcommand)]
+enum EvalCommand {
+    /// Generates held-out captions of the shapes world and scores them with its checker.
+    Checker {
+        /// Model folder (default: the bundled model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 50)]
+        captions: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        sampler: SamplerArgs,
+        /// Write the per-clip scores as JSON.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum CalibrateCommand {
     /// Fits TeaCache's 4th-order rescaling polynomial for a model from full-step runs.
     Teacache {
@@ -272,6 +363,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let device = Device::Cpu;
     match cli.command {
+        Command::Generate(args) => generate(args, &device)?,
         Command::Inspect { dir } => {
             let report = hsa_pipeline::model_dir::inspect(&dir)?;
             print!("{report}");
@@ -324,6 +416,40 @@ fn run(cli: Cli) -> Result<()> {
             )?;
         }
         Command::Train { command } => train(command)?,
+        Command::Eval {
+            command:
+                EvalCommand::Checker {
+                    model,
+                    captions,
+                    seed,
+                    sampler,
+                    out,
+                },
+        } => {
+            let cfg = hsa_eval::shapes::CheckerEval {
+                model_dir: model.unwrap_or_else(default_model_dir),
+                captions,
+                steps: sampler.steps,
+                guidance: sampler.guidance,
+                sampler: sampler.options(),
+                seed,
+            };
+            let bar = progress::steps_bar(captions as u64, "generating held-out captions");
+            let report = hsa_eval::shapes::evaluate_checker(&cfg, &device, &mut |i| {
+                bar.set_position(i as u64)
+            })?;
+            bar.finish_and_clear();
+            if let Some(path) = &out {
+                hsa_pipeline::io::write_bytes_atomic(
+                    path,
+                    serde_json::to_string_pretty(&report)?.as_bytes(),
+                )?;
+            }
+            println!(
+                "checker on {} held-out captions ({}): overall {:.3}, colour {:.3}, direction {:.3}, shape {:.3}; {:.1} s",
+                captions, sampler.sampler, report.overall, report.colour, report.direction, report.shape, report.seconds
+            );
+        }
         Command::Calibrate {
             command:
                 CalibrateCommand::Teacache {
@@ -400,15 +526,15 @@ fn dev_sample(
     let request = hsa_pipeline::dev::SampleRequest {
         model_dir: model,
         inputs,
-        steps: sampler.steps,
-        shift: sampler.shift,
-        guidance: sampler.guidance,
+        steps: sampler.steps.unwrap_or(40),
+        shift: sampler.shift.unwrap_or(5.0),
+        guidance: sampler.guidance.unwrap_or(5.0),
         schedule: sampler.schedule.parse()?,
         options: sampler.options(),
         dtype: dtype.map(Into::into),
     };
     let bar = progress::steps_bar(
-        sampler.steps as u64,
+        request.steps as u64,
         &format!("sampling ({})", sampler.sampler),
     );
     let result = hsa_pipeline::dev::sample(&request, device, &mut |e| progress::on_step(&bar, e))?;
@@ -503,5 +629,87 @@ fn train(command: TrainCommand) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn generate(args: GenerateArgs, device: &Device) -> Result<()> {
+    use hsa_pipeline::generate::{generate, GenerateRequest, Stage};
+    use hsa_pipeline::video::{write_video, VideoFormat, VideoFrames};
+    let start = std::time::Instant::now();
+    let prompt = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read prompt file {}", f.display()))?
+            .trim()
+            .to_string(),
+        (None, None) => anyhow::bail!("give --prompt or --prompt-file"),
+    };
+    let format = VideoFormat::from_path(&args.output)?;
+    let request = GenerateRequest {
+        model_dir: args.model.clone().unwrap_or_else(default_model_dir),
+        prompt,
+        negative_prompt: args.negative_prompt.clone(),
+        frames: args.frames,
+        size: args.size.as_deref().map(parse_size).transpose()?,
+        steps: args.sampler.steps,
+        shift: args.sampler.shift,
+        guidance: args.sampler.guidance,
+        schedule: Some(args.sampler.schedule.parse()?),
+        seed: args.seed,
+        sampler: args.sampler.options(),
+        dtype: args.dtype.map(Into::into),
+    };
+    let bar = progress::steps_bar(1, "loading");
+    let mut stage = |s: Stage| {
+        bar.set_message(match s {
+            Stage::TextEncoding => "encoding text",
+            Stage::Sampling => "sampling",
+            Stage::Decoding => "decoding",
+        });
+    };
+    let mut step = |e: &hsa_core::StepEvent| {
+        bar.set_length(e.steps as u64);
+        progress::on_step(&bar, e);
+    };
+    let out = generate(&request, device, &mut stage, &mut step)
+        .with_context(|| format!("generating with {}", request.model_dir.display()))?;
+    bar.finish_and_clear();
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
+    let (_, f, h, w) = out.video.dims4()?;
+    let data = out.video.flatten_all()?.to_vec1::<f32>()?;
+    let mut frames = VideoFrames::from_cfhw(&data, f, h, w, out.fps)?;
+    let scale = args.scale.unwrap_or_else(|| (256 / w.max(h).max(1)).max(1));
+    if scale > 1 {
+        frames = frames.upscale_nearest(scale)?;
+    }
+    write_video(&frames, &args.output, format)?;
+    if args.gif {
+        write_video(
+            &frames,
+            &args.output.with_extension("gif"),
+            VideoFormat::Gif,
+        )?;
+    }
+    if let Some(path) = &args.stats {
+        hsa_pipeline::io::write_bytes_atomic(path, progress::stats_json(&out.stats)?.as_bytes())?;
+    }
+    if let Some(path) = &args.group_map {
+        let map = out.stats.group_map.as_ref().with_context(|| {
+            format!(
+                "--group-map needs a token-level sampler (hsa or ras), not {}",
+                args.sampler.sampler
+            )
+        })?;
+        hsa_pipeline::group_map::write_png(map, path)?;
+    }
+    println!(
+        "wrote {} ({f} frames {w}x{h} at {} fps); {}; total {:.2} s",
+        args.output.display(),
+        out.fps,
+        progress::summary(&out.stats),
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

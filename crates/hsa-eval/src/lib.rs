@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod error;
+pub mod shapes;
 
 pub use error::{EvalError, Result};

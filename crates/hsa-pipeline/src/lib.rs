@@ -5,10 +5,12 @@
 
 pub mod dev;
 pub mod error;
+pub mod generate;
 pub mod group_map;
 pub mod io;
 pub mod memory;
 pub mod model_dir;
 pub mod sampling;
+pub mod video;
 
 pub use error::{PipelineError, Result};

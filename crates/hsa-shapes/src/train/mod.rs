@@ -14,6 +14,7 @@
 //! * the output projection starts at zero (the model starts by predicting 0 velocity).
 
 pub mod optim;
+pub mod plot;
 pub mod text_stack;
 
 use std::collections::HashMap;
@@ -513,6 +514,11 @@ pub fn export(work_dir: &Path, out_dir: &Path) -> Result<Vec<f32>> {
     )?;
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(ckpt.meta_path())?)?;
     let losses: Vec<f32> = serde_json::from_value(meta["losses"].clone())?;
+    plot::write_loss_curve(&losses, &out_dir.join("loss_curve.png"))?;
+    std::fs::write(
+        out_dir.join("train_config.json"),
+        serde_json::to_string_pretty(&cfg)?,
+    )?;
     Ok(losses)
 }
 
