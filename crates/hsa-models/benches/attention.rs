@@ -2,14 +2,18 @@
 //! 12 heads x 4096 tokens x head dim 128, f32, B = 1, plus partial query sets (HSA steps).
 //!
 //! `cargo bench -p hsa-models --bench attention` runs criterion. With
-//! `HSA_ATTN_TIMING=<reps>` set it instead prints the median / min / max of `<reps>` timed
-//! runs after one warm-up per case (quick runs to alternate with
-//! `tools/bench/attention_torch.py`); `HSA_ATTN_CASES=fused,reference,...` picks cases.
+//! `HSA_ATTN_TIMING=<reps>` set it instead prints the median / min / max wall time and the
+//! median process CPU time of `<reps>` runs after one warm-up per case (quick runs to
+//! alternate with `tools/bench/attention_torch.py`; CPU time stays meaningful when other jobs
+//! share the cores). `HSA_ATTN_CASES=fused,reference,...` picks cases; `HSA_ATTN_TILES=96x256`
+//! sets the fused kernel's query/key block sizes. Cases: `fused` (`Kernel::Auto`),
+//! `fused_avx2`, `fused_gemm`, `reference` (matmul path), and `fused_q2048` /
+//! `reference_q2048` / `fused_q1024` / `reference_q1024` (that many queries over 4096 keys).
 
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
-use criterion::{criterion_group, Criterion};
+use criterion::{criterion_group, Criterion, SamplingMode};
 use hsa_models::cpu_attention::{attention_with, Kernel, Options};
 use hsa_models::wan::attention::scaled_dot_product_reference;
 
@@ -26,27 +30,50 @@ struct Case {
     run: fn(&Tensor, &Tensor, &Tensor, f64) -> Tensor,
 }
 
+/// Default options, with tile sizes from `HSA_ATTN_TILES=<q_block>x<k_block>` if set.
+fn options(kernel: Kernel) -> Options {
+    let mut opts = Options {
+        kernel,
+        ..Options::default()
+    };
+    if let Some((qb, kb)) = std::env::var("HSA_ATTN_TILES").ok().and_then(|t| {
+        Some((
+            t.split('x').next()?.parse().ok()?,
+            t.split('x').nth(1)?.parse().ok()?,
+        ))
+    }) {
+        opts.q_block = qb;
+        opts.k_block = kb;
+    }
+    opts
+}
+
 fn fused(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
-    attention_with(q, k, v, scale, Options::default()).unwrap()
+    attention_with(q, k, v, scale, options(Kernel::Auto)).unwrap()
+}
+
+fn fused_avx2(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
+    attention_with(q, k, v, scale, options(Kernel::Avx2)).unwrap()
 }
 
 fn fused_gemm(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
-    let opts = Options {
-        kernel: Kernel::Gemm,
-        ..Options::default()
-    };
-    attention_with(q, k, v, scale, opts).unwrap()
+    attention_with(q, k, v, scale, options(Kernel::Gemm)).unwrap()
 }
 
 fn reference(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
     scaled_dot_product_reference(q, k, v, scale).unwrap()
 }
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 8] = [
     Case {
         name: "fused",
         queries: TOKENS,
         run: fused,
+    },
+    Case {
+        name: "fused_avx2",
+        queries: TOKENS,
+        run: fused_avx2,
     },
     Case {
         name: "fused_gemm",
@@ -105,6 +132,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("attention_12x4096x128_f32");
     group
         .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(12));
     for case in selected() {

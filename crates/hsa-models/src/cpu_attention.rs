@@ -9,10 +9,18 @@
 //! Inner kernels (picked by [`Kernel`]):
 //! - [`Kernel::Avx2`]: hand-written AVX2/FMA register-tiled micro-kernels (6 rows x 16
 //!   columns) for `S = Q·Kᵀ` (K is packed once per head into 16-key panels) and
-//!   `O = α·O + P·V` (V is read in place), plus a vectorised `exp`. Chosen by
-//!   [`Kernel::Auto`] when the CPU has AVX2 and FMA.
-//! - [`Kernel::Gemm`]: the same loop with both products done by `gemm::gemm` on tiles.
-//! - [`Kernel::Scalar`]: portable scalar code, the fallback on other CPUs.
+//!   `O = α·O + P·V` (V is read in place), plus a vectorised `exp`. About 90% of the AVX2
+//!   FMA peak of one core.
+//! - [`Kernel::Gemm`]: the same loop with both products done by `gemm::gemm` on tiles
+//!   (with gemm's AVX2 kernels ~10% slower than [`Kernel::Avx2`]; with its AVX-512 kernels,
+//!   cargo feature `avx512` = `gemm/x86-v4`, ~1.6x faster on a CPU with full-width AVX-512).
+//! - [`Kernel::Scalar`]: portable scalar code (reference for the tests).
+//!
+//! [`Kernel::Auto`] picks `Gemm` for fewer than 16 queries per head (no K packing; gemv-like),
+//! `Gemm` with the `avx512` feature on a CPU with AVX-512F, else `Avx2` on a CPU with AVX2 +
+//! FMA, else `Gemm` (gemm has NEON and generic kernels). The intrinsics kernels need this
+//! crate optimised: at opt-level 0 (un-inlined intrinsics) they run ~40x slower, which is why
+//! the workspace builds hsa-models at opt-level 3 in the dev profile too.
 //!
 //! f32, bf16 and f16 inputs are supported; tiles are converted to f32 for compute and the
 //! output has the dtype of the inputs. Work is spread over rayon's global pool (the one
@@ -29,10 +37,10 @@ use crate::{ModelError, Result};
 /// Inner-kernel choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kernel {
-    /// [`Kernel::Avx2`] where the CPU supports it, else [`Kernel::Scalar`].
+    /// The fastest kernel for this build and CPU (see the module docs).
     #[default]
     Auto,
-    /// AVX2 + FMA micro-kernels; falls back to [`Kernel::Scalar`] on CPUs without them.
+    /// AVX2 + FMA micro-kernels; falls back to [`Kernel::Gemm`] on CPUs without them.
     Avx2,
     /// `gemm::gemm` on tiles (softmax vectorised where AVX2 is available).
     Gemm,
@@ -113,7 +121,7 @@ pub fn attention_with(
         d,
         dv,
     };
-    let kernel = resolve(opts.kernel);
+    let kernel = resolve(opts.kernel, lq);
     let tiles = Tiles {
         q_block: opts.q_block.max(1),
         k_block: opts.k_block.max(1).div_ceil(16) * 16,
@@ -170,11 +178,17 @@ enum Resolved {
     Scalar,
 }
 
-fn resolve(kernel: Kernel) -> Resolved {
+/// Below this many queries per head [`Kernel::Auto`] prefers `gemm` (no K packing: the
+/// per-head packing of the AVX2 kernel then costs more than the products).
+const SMALL_LQ: usize = 16;
+
+fn resolve(kernel: Kernel, lq: usize) -> Resolved {
     match kernel {
+        Kernel::Auto if lq < SMALL_LQ => Resolved::Gemm,
+        Kernel::Auto if cfg!(feature = "avx512") && has_avx512() => Resolved::Gemm,
         Kernel::Auto | Kernel::Avx2 if has_avx2() => Resolved::Avx2,
-        Kernel::Auto | Kernel::Avx2 | Kernel::Scalar => Resolved::Scalar,
-        Kernel::Gemm => Resolved::Gemm,
+        Kernel::Auto | Kernel::Avx2 | Kernel::Gemm => Resolved::Gemm,
+        Kernel::Scalar => Resolved::Scalar,
     }
 }
 
@@ -185,6 +199,16 @@ fn has_avx2() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn has_avx2() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512() -> bool {
     false
 }
 
@@ -204,9 +228,9 @@ fn with_slices<T: Element, R>(
                 "cpu attention: tensor is not on the CPU".into(),
             ));
         };
-        let (start, end) = l.contiguous_offsets().ok_or_else(|| {
-            ModelError::Input("cpu attention: tensor is not contiguous".into())
-        })?;
+        let (start, end) = l
+            .contiguous_offsets()
+            .ok_or_else(|| ModelError::Input("cpu attention: tensor is not contiguous".into()))?;
         Ok(&cpu.as_slice::<T>()?[start..end])
     }
     Ok(f(slice(&qs, ql)?, slice(&ks, kl)?, slice(&vs, vl)?))
@@ -351,13 +375,7 @@ fn run<T: Element>(
     kernel: Resolved,
     tiles: Tiles,
 ) -> Vec<T> {
-    let Dims {
-        bh,
-        lq,
-        lk,
-        d,
-        dv,
-    } = dims;
+    let Dims { bh, lq, lk, d, dv } = dims;
     let mut out = vec![T::zero(); bh * lq * dv];
     if out.is_empty() {
         return out;
@@ -381,7 +399,9 @@ fn run<T: Element>(
                     |scratch, (blk, out_blk)| {
                         let rows = out_blk.len() / dv;
                         let q_blk = &q_h[blk * q_block * d..][..rows * d];
-                        query_block(q_blk, &kv, out_blk, rows, dims, scale, kernel, tiles, scratch);
+                        query_block(
+                            q_blk, &kv, out_blk, rows, dims, scale, kernel, tiles, scratch,
+                        );
                     },
                 );
         });
@@ -492,7 +512,11 @@ fn query_block<T: Element>(
                 }
                 scalar::softmax_step(s, rows, n, lds, m, l, alpha);
                 let v_blk = &kv.v[kb * ldv..(kb + n) * ldv];
-                for ((orow, sr), &a) in o.chunks_exact_mut(ldv).zip(s.chunks_exact(lds)).zip(alpha.iter()) {
+                for ((orow, sr), &a) in o
+                    .chunks_exact_mut(ldv)
+                    .zip(s.chunks_exact(lds))
+                    .zip(alpha.iter())
+                {
                     if a != 1.0 {
                         orow.iter_mut().for_each(|x| *x *= a);
                     }
@@ -508,7 +532,11 @@ fn query_block<T: Element>(
     }
 
     // Normalise and convert.
-    for ((orow, dst), &sum) in o.chunks_exact_mut(ldv).zip(out.chunks_exact_mut(dv)).zip(l.iter()) {
+    for ((orow, dst), &sum) in o
+        .chunks_exact_mut(ldv)
+        .zip(out.chunks_exact_mut(dv))
+        .zip(l.iter())
+    {
         let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
         orow[..dv].iter_mut().for_each(|x| *x *= inv);
         T::from_f32_slice(&orow[..dv], dst);
@@ -550,7 +578,11 @@ mod scalar {
             let row = &mut s[r * lds..r * lds + n];
             let blk_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let m_new = m[r].max(blk_max);
-            let a = if m[r] == m_new { 1.0 } else { (m[r] - m_new).exp() };
+            let a = if m[r] == m_new {
+                1.0
+            } else {
+                (m[r] - m_new).exp()
+            };
             let mut sum = 0.0;
             for x in row.iter_mut() {
                 *x = (*x - m_new).exp();
@@ -644,7 +676,7 @@ mod avx2 {
         o: &mut [f32],
         alpha: &[f32],
     ) {
-        debug_assert!(ldv % 16 == 0);
+        debug_assert!(ldv.is_multiple_of(16));
         debug_assert!(p.len() >= (rows - 1) * ldp + n);
         debug_assert!(v.len() >= n * ldv);
         debug_assert!(o.len() >= rows * ldv);

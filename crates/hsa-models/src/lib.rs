@@ -7,6 +7,7 @@
 pub mod cpu_attention;
 pub mod error;
 pub mod nn;
+pub mod store;
 pub mod text;
 pub mod umt5;
 pub mod wan;

@@ -7,13 +7,12 @@
 //! Decoder / LM-head tensors of full (u)mT5 checkpoints are ignored, like transformers does when it
 //! loads an encoder-only model from them.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{parse_feed_forward_proj, Activation, UMT5Config};
+use crate::store::{find_weight_files, rename_block_key, Routing, TensorStore};
 use crate::{ModelError, Result};
 
 /// How the keys of a checkpoint are spelled.
@@ -45,15 +44,14 @@ const ORIGINAL_BLOCK: &[(&str, &str)] = &[
 /// Maps an original Wan T5 key to its HF name; unknown keys come back unchanged (and are then
 /// reported as unexpected).
 pub fn original_to_hf(key: &str) -> String {
-    if let Some(rest) = key.strip_prefix("blocks.") {
-        if let Some((n, tail)) = rest.split_once('.') {
-            for (from, to) in ORIGINAL_BLOCK {
-                if let Some(suffix) = tail.strip_prefix(from) {
-                    return format!("encoder.block.{n}.{to}{suffix}");
-                }
-            }
-        }
-        return key.to_string();
+    if key.starts_with("blocks.") {
+        return rename_block_key(
+            key,
+            "blocks.",
+            "encoder.block.",
+            ORIGINAL_BLOCK.iter().copied(),
+        )
+        .unwrap_or_else(|| key.to_string());
     }
     match key {
         "token_embedding.weight" => "shared.weight".into(),
@@ -121,120 +119,67 @@ pub fn expected_tensors(cfg: &UMT5Config) -> Vec<(String, Vec<usize>)> {
     v
 }
 
-/// Memory-mapped umT5 checkpoint files with every key mapped to its HF name.
-pub struct UMT5Weights {
-    files: Vec<MmapedSafetensors>,
-    paths: Vec<PathBuf>,
-    routing: BTreeMap<String, (usize, String)>,
-    format: T5KeyFormat,
+/// Detects the layout of the raw keys and routes each under its HF name (`paths` only name
+/// the checkpoint in the error for an unknown layout).
+fn route_keys(raw: Vec<(usize, String)>, paths: &[PathBuf]) -> Result<(Routing, T5KeyFormat)> {
+    let format = detect_format(raw.iter().map(|(_, k)| k.as_str())).ok_or_else(|| {
+        let mut sample: Vec<&str> = raw.iter().map(|(_, k)| k.as_str()).collect();
+        sample.sort();
+        sample.truncate(5);
+        ModelError::Config {
+            path: paths.first().cloned().unwrap_or_default(),
+            message: format!(
+                "not a umT5 encoder checkpoint: expected HF names (shared.weight, encoder.block.0.layer.0.SelfAttention.q.weight) \
+                 or original Wan names (token_embedding.weight, blocks.0.attn.q.weight); first keys found: {}",
+                sample.join(", ")
+            ),
+        }
+    })?;
+    let mut routing = Routing::new();
+    for (i, k) in raw {
+        let canonical = match format {
+            T5KeyFormat::HuggingFace => k.clone(),
+            T5KeyFormat::Original => original_to_hf(&k),
+        };
+        routing.insert(canonical, (i, k));
+    }
+    // Tied embedding stored only under the encoder's name.
+    if !routing.contains_key(EMBED) {
+        if let Some(v) = routing.remove(EMBED_ALIAS) {
+            routing.insert(EMBED.to_string(), v);
+        }
+    } else {
+        routing.remove(EMBED_ALIAS);
+    }
+    Ok((routing, format))
 }
 
-impl std::fmt::Debug for UMT5Weights {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UMT5Weights")
-            .field("paths", &self.paths)
-            .field("format", &self.format)
-            .field("tensors", &self.routing.len())
-            .finish()
-    }
+/// Memory-mapped umT5 checkpoint files with every key mapped to its HF name.
+///
+/// Dereferences to its [`TensorStore`] for the queries by HF name (`contains`, `info`, `paths`,
+/// `parameter_count`, `dtype_histogram`); [`Self::get`] and [`Self::check`] name tensors as
+/// the checkpoint spells them.
+#[derive(Debug)]
+pub struct UMT5Weights {
+    store: TensorStore,
+    format: T5KeyFormat,
 }
 
 impl UMT5Weights {
     /// Opens (memory-maps) the given safetensors files and detects their key layout.
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
-        let mut files = Vec::with_capacity(paths.len());
-        let mut raw: Vec<(usize, String)> = Vec::new();
-        for (i, p) in paths.iter().enumerate() {
-            if !p.is_file() {
-                return Err(ModelError::Io {
-                    path: p.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-                });
-            }
-            // SAFETY: read-only mapping; like every mmap-based loader we rely on no other process
-            // truncating the file while it is mapped.
-            let st = unsafe { MmapedSafetensors::new(p) }.map_err(|e| ModelError::Safetensors {
-                path: p.clone(),
-                message: root_message(&e),
-            })?;
-            raw.extend(st.tensors().into_iter().map(|(k, _)| (i, k)));
-            files.push(st);
-        }
-        let format = detect_format(raw.iter().map(|(_, k)| k.as_str())).ok_or_else(|| {
-            let mut sample: Vec<&str> = raw.iter().map(|(_, k)| k.as_str()).collect();
-            sample.sort();
-            sample.truncate(5);
-            ModelError::Config {
-                path: paths.first().cloned().unwrap_or_default(),
-                message: format!(
-                    "not a umT5 encoder checkpoint: expected HF names (shared.weight, encoder.block.0.layer.0.SelfAttention.q.weight) \
-                     or original Wan names (token_embedding.weight, blocks.0.attn.q.weight); first keys found: {}",
-                    sample.join(", ")
-                ),
-            }
-        })?;
-        let mut routing: BTreeMap<String, (usize, String)> = BTreeMap::new();
-        for (i, k) in raw {
-            let canonical = match format {
-                T5KeyFormat::HuggingFace => k.clone(),
-                T5KeyFormat::Original => original_to_hf(&k),
-            };
-            routing.insert(canonical, (i, k));
-        }
-        // Tied embedding stored only under the encoder's name.
-        if !routing.contains_key(EMBED) {
-            if let Some(v) = routing.remove(EMBED_ALIAS) {
-                routing.insert(EMBED.to_string(), v);
-            }
-        } else {
-            routing.remove(EMBED_ALIAS);
-        }
-        Ok(Self {
-            files,
-            paths: paths.to_vec(),
-            routing,
-            format,
-        })
+        let (store, format) = TensorStore::open(paths, |raw| route_keys(raw, paths))?;
+        Ok(Self { store, format })
     }
 
     /// Opens the weight files in `dir`: a single file, the shards of a `*.safetensors.index.json`,
     /// or every `*.safetensors` file.
     pub fn open_dir(dir: &Path) -> Result<Self> {
-        Self::open(&crate::wan::weights::find_weight_files(dir)?)
+        Self::open(&find_weight_files(dir)?)
     }
 
     pub fn format(&self) -> T5KeyFormat {
         self.format
-    }
-
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
-    }
-
-    fn describe(&self) -> String {
-        match self.paths.as_slice() {
-            [one] => one.display().to_string(),
-            many => format!(
-                "{} files in {}",
-                many.len(),
-                many.first()
-                    .and_then(|p| p.parent())
-                    .unwrap_or(Path::new("."))
-                    .display()
-            ),
-        }
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.routing.contains_key(name)
-    }
-
-    /// Shape and dtype of a tensor by HF name.
-    pub fn info(&self, name: &str) -> Option<(Vec<usize>, DType)> {
-        let (i, key) = self.routing.get(name)?;
-        let view = self.files[*i].get(key).ok()?;
-        let dtype = DType::try_from(view.dtype()).ok().unwrap_or(DType::U8);
-        Some((view.shape().to_vec(), dtype))
     }
 
     /// The dtype the matmul weights are stored in.
@@ -251,11 +196,7 @@ impl UMT5Weights {
         let shape = |name: &str| -> Result<Vec<usize>> {
             self.info(name)
                 .map(|(s, _)| s)
-                .ok_or_else(|| ModelError::MissingTensor {
-                    name: name.to_string(),
-                    expected: vec![],
-                    source_desc: self.describe(),
-                })
+                .ok_or_else(|| self.store.missing(name.to_string(), vec![]))
         };
         let emb = shape(EMBED)?;
         let q = shape("encoder.block.0.layer.0.SelfAttention.q.weight")?;
@@ -275,7 +216,7 @@ impl UMT5Weights {
             })
             .count();
         let bad = |m: String| ModelError::Config {
-            path: self.paths.first().cloned().unwrap_or_default(),
+            path: self.paths().first().cloned().unwrap_or_default(),
             message: m,
         };
         if emb.len() != 2 || q.len() != 2 || rel.len() != 2 || wi.len() != 2 {
@@ -311,55 +252,16 @@ impl UMT5Weights {
     }
 
     /// Checks the stored tensors against `cfg`: everything present with the right shape and a
-    /// float dtype, nothing unexpected.
+    /// float dtype, nothing unexpected. Errors name tensors as this checkpoint spells them.
     pub fn check(&self, cfg: &UMT5Config) -> Result<()> {
-        let expected = expected_tensors(cfg);
-        let want: HashMap<&str, &Vec<usize>> =
-            expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
-        for (name, shape) in &expected {
-            match self.info(name) {
-                None => {
-                    return Err(ModelError::MissingTensor {
-                        name: self.stored_name(name),
-                        expected: shape.clone(),
-                        source_desc: self.describe(),
-                    })
-                }
-                Some((found, dtype)) => {
-                    if &found != shape {
-                        return Err(ModelError::ShapeMismatch {
-                            name: self.stored_name(name),
-                            expected: shape.clone(),
-                            found,
-                        });
-                    }
-                    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
-                        return Err(ModelError::UnsupportedDtype {
-                            name: self.stored_name(name),
-                            dtype: format!("{dtype:?}"),
-                        });
-                    }
-                }
-            }
-        }
-        if let Some(extra) = self
-            .routing
-            .keys()
-            .find(|k| !want.contains_key(k.as_str()) && !is_ignored(k))
-        {
-            return Err(ModelError::UnexpectedTensor {
-                name: self.routing[extra].1.clone(),
-                shape: self.info(extra).map(|(s, _)| s).unwrap_or_default(),
-                source_desc: self.describe(),
-            });
-        }
-        Ok(())
+        self.store
+            .check_named(&expected_tensors(cfg), is_ignored, |n| self.stored_name(n))
     }
 
     /// The name a canonical tensor has (or would have) in this checkpoint's own layout.
     fn stored_name(&self, canonical: &str) -> String {
-        if let Some((_, k)) = self.routing.get(canonical) {
-            return k.clone();
+        if let Some(k) = self.store.stored_key(canonical) {
+            return k.to_string();
         }
         match self.format {
             T5KeyFormat::HuggingFace => canonical.to_string(),
@@ -371,21 +273,18 @@ impl UMT5Weights {
 
     /// Loads a tensor by HF name, cast to `dtype`.
     pub fn get(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        let (i, key) = self
-            .routing
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: self.stored_name(name),
-                expected: vec![],
-                source_desc: self.describe(),
-            })?;
-        let t = self.files[*i]
-            .load(key, device)
-            .map_err(|e| ModelError::Safetensors {
-                path: self.paths[*i].clone(),
-                message: root_message(&e),
-            })?;
-        Ok(t.to_dtype(dtype)?)
+        if !self.store.contains(name) {
+            return Err(self.store.missing(self.stored_name(name), vec![]));
+        }
+        self.store.get(name, dtype, device)
+    }
+}
+
+impl std::ops::Deref for UMT5Weights {
+    type Target = TensorStore;
+
+    fn deref(&self) -> &TensorStore {
+        &self.store
     }
 }
 
@@ -396,21 +295,8 @@ pub fn hf_to_original(name: &str) -> Option<String> {
         FINAL_NORM => return Some("norm.weight".into()),
         _ => {}
     }
-    let rest = name.strip_prefix("encoder.block.")?;
-    let (n, tail) = rest.split_once('.')?;
-    ORIGINAL_BLOCK.iter().find_map(|(orig, hf)| {
-        tail.strip_prefix(hf)
-            .map(|suffix| format!("blocks.{n}.{orig}{suffix}"))
-    })
-}
-
-fn root_message(e: &candle_core::Error) -> String {
-    match e {
-        candle_core::Error::WithPath { inner, .. } => root_message(inner),
-        candle_core::Error::WithBacktrace { inner, .. } => root_message(inner),
-        candle_core::Error::Context { inner, .. } => root_message(inner),
-        other => other.to_string(),
-    }
+    let swapped = ORIGINAL_BLOCK.iter().map(|&(orig, hf)| (hf, orig));
+    rename_block_key(name, "encoder.block.", "blocks.", swapped)
 }
 
 #[cfg(test)]

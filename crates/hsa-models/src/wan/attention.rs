@@ -75,6 +75,14 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
     Ok(x.transpose(1, 2)?.reshape((b, l, h * d))?)
 }
 
+/// `x` through the (optional) q/k RMS norm.
+fn maybe_norm(x: Tensor, norm: Option<&RmsNorm>) -> Result<Tensor> {
+    match norm {
+        Some(n) => n.forward(&x),
+        None => Ok(x),
+    }
+}
+
 /// K and V of one self-attention layer for every token, `[B, H, N, d]` each, in compute dtype.
 #[derive(Debug, Clone)]
 pub struct LayerKv {
@@ -166,14 +174,8 @@ impl SelfAttention {
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
         let dtype = self.to_q.dtype();
-        let norm = |x: Tensor, n: &Option<RmsNorm>| -> Result<Tensor> {
-            match n {
-                Some(n) => n.forward(&x),
-                None => Ok(x),
-            }
-        };
-        let q = norm(self.to_q.forward(h)?, &self.norm_q)?;
-        let k = norm(self.to_k.forward(h)?, &self.norm_k)?;
+        let q = maybe_norm(self.to_q.forward(h)?, self.norm_q.as_ref())?;
+        let k = maybe_norm(self.to_k.forward(h)?, self.norm_k.as_ref())?;
         let v = self.to_v.forward(h)?;
         let q = rope::apply(&split_heads(&q, self.heads)?, rows.cos, rows.sin)?;
         let k = rope::apply(&split_heads(&k, self.heads)?, rows.cos, rows.sin)?;
@@ -232,17 +234,14 @@ pub struct CrossAttention {
 impl CrossAttention {
     /// Projects the embedded context once; reused by every step of a generation.
     pub fn context_kv(&self, text: &Tensor, image: Option<&Tensor>) -> Result<CrossKv> {
-        let norm = |x: Tensor, n: &Option<RmsNorm>| -> Result<Tensor> {
-            match n {
-                Some(n) => n.forward(&x),
-                None => Ok(x),
-            }
-        };
-        let k = split_heads(&norm(self.to_k.forward(text)?, &self.norm_k)?, self.heads)?;
+        let k = split_heads(
+            &maybe_norm(self.to_k.forward(text)?, self.norm_k.as_ref())?,
+            self.heads,
+        )?;
         let v = split_heads(&self.to_v.forward(text)?, self.heads)?;
         let image = match (&self.image, image) {
             (Some((pk, pv, nk)), Some(img)) => Some((
-                split_heads(&norm(pk.forward(img)?, nk)?, self.heads)?,
+                split_heads(&maybe_norm(pk.forward(img)?, nk.as_ref())?, self.heads)?,
                 split_heads(&pv.forward(img)?, self.heads)?,
             )),
             (Some(_), None) => {
@@ -259,11 +258,7 @@ impl CrossAttention {
     /// `h [B, L, D]` -> `[B, L, D]` (compute dtype).
     pub fn forward(&self, h: &Tensor, ctx: &CrossKv) -> Result<Tensor> {
         let dtype = self.to_q.dtype();
-        let q = self.to_q.forward(h)?;
-        let q = match &self.norm_q {
-            Some(n) => n.forward(&q)?,
-            None => q,
-        };
+        let q = maybe_norm(self.to_q.forward(h)?, self.norm_q.as_ref())?;
         let q = split_heads(&q, self.heads)?;
         let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
         let mut out = scaled_dot_product(&q, &ctx.k, &ctx.v, scale)?;

@@ -6,14 +6,15 @@
 //! is mapped to its diffusers name (our canonical name), and the whole set is checked against
 //! the config before anything is loaded, so a wrong file fails with the tensor's name.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Tensor};
+use candle_core::DType;
 
 use super::config::WanConfig;
+use crate::store::{rename_block_key, Routing, TensorStore};
 use crate::{ModelError, Result};
+
+pub use crate::store::find_weight_files;
 
 /// How the keys of a checkpoint are spelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,15 +100,9 @@ const ORIGINAL_BLOCK: &[(&str, &str)] = &[
 /// Maps an original Wan key to its diffusers name; unknown keys are returned unchanged (and
 /// then reported as unexpected by the shape check).
 pub fn original_to_diffusers(key: &str) -> String {
-    if let Some(rest) = key.strip_prefix("blocks.") {
-        if let Some((n, tail)) = rest.split_once('.') {
-            for (from, to) in ORIGINAL_BLOCK {
-                if let Some(suffix) = tail.strip_prefix(from) {
-                    return format!("blocks.{n}.{to}{suffix}");
-                }
-            }
-        }
-        return key.to_string();
+    if key.starts_with("blocks.") {
+        return rename_block_key(key, "blocks.", "blocks.", ORIGINAL_BLOCK.iter().copied())
+            .unwrap_or_else(|| key.to_string());
     }
     for (from, to) in ORIGINAL_TOP {
         if let Some(suffix) = key.strip_prefix(from) {
@@ -201,143 +196,58 @@ pub fn expected_tensors(cfg: &WanConfig) -> Vec<(String, Vec<usize>)> {
     v
 }
 
-/// The weight files of one DiT in a folder: a single `diffusion_pytorch_model.safetensors`,
-/// the shards named by a `*.safetensors.index.json`, or else every `*.safetensors` file.
-pub fn find_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let io = |e| ModelError::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    let name = |p: &PathBuf| {
-        p.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    if let Some(index) = entries
-        .iter()
-        .find(|p| name(p).ends_with(".safetensors.index.json"))
-    {
-        let text = std::fs::read_to_string(index).map_err(|e| ModelError::Io {
-            path: index.clone(),
-            source: e,
-        })?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::Config {
-                path: index.clone(),
-                message: format!("malformed index JSON: {e}"),
-            })?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| ModelError::Config {
-                path: index.clone(),
-                message: "index has no 'weight_map' object".into(),
-            })?;
-        let mut files: Vec<String> = map
-            .values()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        files.sort();
-        files.dedup();
-        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
-    }
-    let single = dir.join("diffusion_pytorch_model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let all: Vec<PathBuf> = entries
+/// Detects the layout of the raw keys and routes each under its diffusers name; also returns
+/// the layout and whether the keys carried the ComfyUI prefix.
+fn route_keys(raw: Vec<(usize, String)>) -> Result<(Routing, (KeyFormat, bool))> {
+    let comfy = raw.iter().any(|(_, k)| k.starts_with(COMFY_PREFIX));
+    let stripped: Vec<(usize, String, String)> = raw
         .into_iter()
-        .filter(|p| name(p).ends_with(".safetensors"))
+        .map(|(i, k)| {
+            let s = k.strip_prefix(COMFY_PREFIX).unwrap_or(&k).to_string();
+            (i, k, s)
+        })
         .collect();
-    if all.is_empty() {
-        return Err(ModelError::NoWeights {
-            dir: dir.to_path_buf(),
-        });
-    }
-    Ok(all)
+    let format = detect_format(stripped.iter().map(|(_, _, s)| s.as_str())).ok_or_else(|| {
+        let mut sample: Vec<&str> = stripped
+            .iter()
+            .map(|(_, k, _)| k.as_str())
+            .take(5)
+            .collect();
+        sample.sort();
+        ModelError::UnknownKeyFormat {
+            sample: sample.join(", "),
+        }
+    })?;
+    let routing = stripped
+        .into_iter()
+        .map(|(i, k, s)| {
+            let canonical = match format {
+                KeyFormat::Diffusers => s,
+                KeyFormat::Original => original_to_diffusers(&s),
+            };
+            (canonical, (i, k))
+        })
+        .collect();
+    Ok((routing, (format, comfy)))
 }
 
 /// Memory-mapped checkpoint files with every key mapped to its diffusers name.
+///
+/// Dereferences to its [`TensorStore`] for the queries by diffusers name (`contains`, `info`,
+/// `get`, `paths`, `parameter_count`, `dtype_histogram`).
+#[derive(Debug)]
 pub struct WeightStore {
-    files: Vec<MmapedSafetensors>,
-    paths: Vec<PathBuf>,
-    /// canonical name -> (file index, key as stored)
-    routing: BTreeMap<String, (usize, String)>,
+    store: TensorStore,
     format: KeyFormat,
     comfy: bool,
-}
-
-impl std::fmt::Debug for WeightStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WeightStore")
-            .field("paths", &self.paths)
-            .field("format", &self.format)
-            .field("comfy", &self.comfy)
-            .field("tensors", &self.routing.len())
-            .finish()
-    }
 }
 
 impl WeightStore {
     /// Opens (memory-maps) the given safetensors files and detects their key layout.
     pub fn open(paths: &[PathBuf]) -> Result<Self> {
-        let mut files = Vec::with_capacity(paths.len());
-        let mut raw: Vec<(usize, String)> = Vec::new();
-        for (i, p) in paths.iter().enumerate() {
-            if !p.is_file() {
-                return Err(ModelError::Io {
-                    path: p.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-                });
-            }
-            // SAFETY: the file is mapped read-only; like every mmap-based loader we rely on no
-            // other process truncating it while it is mapped.
-            let st = unsafe { MmapedSafetensors::new(p) }.map_err(|e| ModelError::Safetensors {
-                path: p.clone(),
-                message: root_message(&e),
-            })?;
-            raw.extend(st.tensors().into_iter().map(|(k, _)| (i, k)));
-            files.push(st);
-        }
-        let comfy = raw.iter().any(|(_, k)| k.starts_with(COMFY_PREFIX));
-        let stripped: Vec<(usize, String, String)> = raw
-            .into_iter()
-            .map(|(i, k)| {
-                let s = k.strip_prefix(COMFY_PREFIX).unwrap_or(&k).to_string();
-                (i, k, s)
-            })
-            .collect();
-        let format =
-            detect_format(stripped.iter().map(|(_, _, s)| s.as_str())).ok_or_else(|| {
-                let mut sample: Vec<&str> = stripped
-                    .iter()
-                    .map(|(_, k, _)| k.as_str())
-                    .take(5)
-                    .collect();
-                sample.sort();
-                ModelError::UnknownKeyFormat {
-                    sample: sample.join(", "),
-                }
-            })?;
-        let routing = stripped
-            .into_iter()
-            .map(|(i, k, s)| {
-                let canonical = match format {
-                    KeyFormat::Diffusers => s,
-                    KeyFormat::Original => original_to_diffusers(&s),
-                };
-                (canonical, (i, k))
-            })
-            .collect();
+        let (store, (format, comfy)) = TensorStore::open(paths, route_keys)?;
         Ok(Self {
-            files,
-            paths: paths.to_vec(),
-            routing,
+            store,
             format,
             comfy,
         })
@@ -357,118 +267,10 @@ impl WeightStore {
         self.comfy
     }
 
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
-    }
-
-    fn describe(&self) -> String {
-        match self.paths.as_slice() {
-            [one] => one.display().to_string(),
-            many => format!(
-                "{} files in {}",
-                many.len(),
-                many[0].parent().unwrap_or(Path::new(".")).display()
-            ),
-        }
-    }
-
-    /// Whether a tensor with this diffusers name is present.
-    pub fn contains(&self, name: &str) -> bool {
-        self.routing.contains_key(name)
-    }
-
-    /// Shape and dtype of a tensor by diffusers name.
-    pub fn info(&self, name: &str) -> Option<(Vec<usize>, DType)> {
-        let (i, key) = self.routing.get(name)?;
-        let view = self.files[*i].get(key).ok()?;
-        let dtype = DType::try_from(view.dtype()).ok().unwrap_or(DType::U8);
-        Some((view.shape().to_vec(), dtype))
-    }
-
-    /// Counts of stored dtypes, for reporting (`hsa inspect`).
-    pub fn dtype_histogram(&self) -> BTreeMap<String, usize> {
-        let mut h = BTreeMap::new();
-        for (i, key) in self.routing.values() {
-            if let Ok(view) = self.files[*i].get(key) {
-                *h.entry(format!("{:?}", view.dtype()).to_lowercase())
-                    .or_insert(0) += 1;
-            }
-        }
-        h
-    }
-
-    /// Total number of stored parameters.
-    pub fn parameter_count(&self) -> usize {
-        self.routing
-            .values()
-            .filter_map(|(i, key)| self.files[*i].get(key).ok())
-            .map(|v| v.shape().iter().product::<usize>())
-            .sum()
-    }
-
     /// Checks the stored tensors against `expected`: every expected tensor present with the
     /// right shape, nothing unexpected.
     pub fn check(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
-        let want: HashMap<&str, &Vec<usize>> =
-            expected.iter().map(|(n, s)| (n.as_str(), s)).collect();
-        for (name, shape) in expected {
-            match self.info(name) {
-                None => {
-                    return Err(ModelError::MissingTensor {
-                        name: name.clone(),
-                        expected: shape.clone(),
-                        source_desc: self.describe(),
-                    })
-                }
-                Some((found, dtype)) => {
-                    if &found != shape {
-                        return Err(ModelError::ShapeMismatch {
-                            name: name.clone(),
-                            expected: shape.clone(),
-                            found,
-                        });
-                    }
-                    if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
-                        return Err(ModelError::UnsupportedDtype {
-                            name: name.clone(),
-                            dtype: format!("{dtype:?}"),
-                        });
-                    }
-                }
-            }
-        }
-        if let Some(extra) = self
-            .routing
-            .keys()
-            .find(|k| !want.contains_key(k.as_str()) && !is_ignored(k))
-        {
-            let shape = self.info(extra).map(|(s, _)| s).unwrap_or_default();
-            return Err(ModelError::UnexpectedTensor {
-                name: extra.clone(),
-                shape,
-                source_desc: self.describe(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Loads a tensor by diffusers name, cast to `dtype`.
-    pub fn get(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        let (i, key) = self
-            .routing
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor {
-                name: name.to_string(),
-                expected: vec![],
-                source_desc: self.describe(),
-            })?;
-        let t = self.files[*i]
-            .load(key, device)
-            .map_err(|e| ModelError::Safetensors {
-                path: self.paths[*i].clone(),
-                message: root_message(&e),
-            })?;
-        Ok(t.to_dtype(dtype)?)
+        self.store.check(expected, is_ignored)
     }
 
     /// The dtype the matmul weights are stored in (that of the first block's query projection).
@@ -480,13 +282,11 @@ impl WeightStore {
     }
 }
 
-/// candle errors wrap the interesting message in context layers; keep the innermost one.
-fn root_message(e: &candle_core::Error) -> String {
-    match e {
-        candle_core::Error::WithPath { inner, .. } => root_message(inner),
-        candle_core::Error::WithBacktrace { inner, .. } => root_message(inner),
-        candle_core::Error::Context { inner, .. } => root_message(inner),
-        other => other.to_string(),
+impl std::ops::Deref for WeightStore {
+    type Target = TensorStore;
+
+    fn deref(&self) -> &TensorStore {
+        &self.store
     }
 }
 
