@@ -288,6 +288,9 @@ enum TrainCommand {
         /// Clip width and height.
         #[arg(long, default_value_t = 32)]
         size: usize,
+        /// Timestep shift of the sampled training noise levels (1 = none).
+        #[arg(long, default_value_t = 1.0)]
+        shift: f64,
     },
     /// Writes the shippable model folder (EMA weights, bf16) from a training folder.
     Export {
@@ -577,6 +580,7 @@ fn train(command: TrainCommand) -> Result<()> {
             checkpoint_every,
             frames,
             size,
+            shift,
         } => {
             let cfg = TrainConfig {
                 steps,
@@ -591,6 +595,7 @@ fn train(command: TrainCommand) -> Result<()> {
                 frames,
                 width: size,
                 height: size,
+                shift,
                 ..Default::default()
             };
             let bar = progress::steps_bar(steps as u64, "training");
