@@ -4,26 +4,54 @@ use candle_core::Tensor;
 
 use crate::{ActiveSet, Branch, CoreError, Denoiser, Result, Schedule};
 
-/// Classifier-free guidance setting: `v = v_u + scale·(v_c - v_u)`. A scale of 1 (or `None`
-/// where an `Option` is taken) runs the conditional branch alone.
+/// Classifier-free guidance setting: `v = v_u + scale·(v_c - v_u)`. A scale of 1 runs the
+/// conditional branch alone. Two-expert models (Wan2.2 A14B) use a second scale once the
+/// timestep drops below the expert boundary.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Guidance {
     pub scale: f64,
+    /// `(boundary timestep, scale)`: the scale used at timesteps below the boundary.
+    pub low_noise: Option<(f64, f64)>,
+}
+
+fn check_scale(scale: f64) -> Result<()> {
+    if !scale.is_finite() || scale < 0.0 {
+        return Err(CoreError::InvalidSetting(format!(
+            "guidance scale must be a non-negative number, got {scale}"
+        )));
+    }
+    Ok(())
 }
 
 impl Guidance {
     pub fn new(scale: f64) -> Result<Self> {
-        if !scale.is_finite() || scale < 0.0 {
-            return Err(CoreError::InvalidSetting(format!(
-                "guidance scale must be a non-negative number, got {scale}"
-            )));
-        }
-        Ok(Self { scale })
+        check_scale(scale)?;
+        Ok(Self {
+            scale,
+            low_noise: None,
+        })
     }
 
-    /// Whether both branches must be evaluated.
+    /// Uses `scale` instead at timesteps below `boundary` (the low-noise expert's guidance).
+    pub fn with_low_noise(self, boundary: f64, scale: f64) -> Result<Self> {
+        check_scale(scale)?;
+        Ok(Self {
+            low_noise: Some((boundary, scale)),
+            ..self
+        })
+    }
+
+    /// The scale in force at `timestep`.
+    pub fn scale_at(&self, timestep: f64) -> f64 {
+        match self.low_noise {
+            Some((boundary, s)) if timestep < boundary => s,
+            _ => self.scale,
+        }
+    }
+
+    /// Whether the unconditional branch is needed at some step.
     pub fn uses_uncond(&self) -> bool {
-        self.scale != 1.0
+        self.scale != 1.0 || self.low_noise.is_some_and(|(_, s)| s != 1.0)
     }
 }
 
@@ -60,7 +88,7 @@ pub fn guided_velocity(
         )));
     }
     let v_uncond = denoiser.velocity(x, timestep, Branch::Uncond, active)?;
-    Ok((&v_uncond + ((v_cond - &v_uncond)? * guidance.scale)?)?)
+    Ok((&v_uncond + ((v_cond - &v_uncond)? * guidance.scale_at(timestep))?)?)
 }
 
 /// Checks that `x` is a `[N, P]` state for `denoiser`.

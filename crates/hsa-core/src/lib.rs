@@ -18,7 +18,9 @@ pub mod teacache;
 pub use denoiser::{ActiveSet, Branch, Denoiser, IndicatorKind, TokenGrid};
 pub use error::{CoreError, Result};
 pub use euler::{check_state, guided_velocity, sample_fm_euler, Guidance, StepEvent};
-pub use hsa::{plan_budget, sample_hsa, BudgetPlan, GroupSpec, HsaConfig, HsaRun, ScoreKind, StepLayout};
+pub use hsa::{
+    plan_budget, sample_hsa, BudgetPlan, GroupSpec, HsaConfig, HsaRun, ScoreKind, StepLayout,
+};
 pub use ras::{sample_ras, RasConfig, RasMetric, RasRun};
 pub use schedule::{shift_sigma, Schedule, ScheduleKind};
 pub use stats::{GroupMap, RunStats, StatsRecorder, StepStats};

@@ -121,6 +121,15 @@ impl Schedule {
     pub fn steps(&self) -> usize {
         self.timesteps.len()
     }
+
+    /// First step whose timestep is below `boundary` (Wan2.2 A14B: where the low-noise expert
+    /// takes over, boundary = ratio·1000), if that happens after step 0.
+    pub fn expert_switch_step(&self, boundary: f64) -> Option<usize> {
+        self.timesteps
+            .iter()
+            .position(|&t| t < boundary)
+            .filter(|&i| i > 0)
+    }
 }
 
 /// `numpy.linspace(start, stop, num)` with the endpoint included.

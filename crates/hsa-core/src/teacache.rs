@@ -99,6 +99,9 @@ pub struct TeaCacheConfig {
     pub ret_steps: usize,
     /// Calls from this index on are always computed.
     pub cutoff: usize,
+    /// Steps at which the model changes (Wan2.2 A14B expert boundary): both branches are
+    /// computed there, since the stored residual belongs to the other expert.
+    pub switch_steps: Vec<usize>,
 }
 
 impl TeaCacheConfig {
@@ -131,6 +134,7 @@ impl TeaCacheConfig {
             indicator,
             ret_steps,
             cutoff,
+            switch_steps: Vec::new(),
         })
     }
 }
@@ -180,7 +184,8 @@ impl TeaCacheDecider {
         indicator: &Tensor,
     ) -> Result<bool> {
         let st = &mut self.branches[branch.index()];
-        let compute = if call < self.cfg.ret_steps || call >= self.cfg.cutoff {
+        let forced = self.cfg.switch_steps.contains(&(call / 2));
+        let compute = if forced || call < self.cfg.ret_steps || call >= self.cfg.cutoff {
             st.acc = 0.0;
             true
         } else {
@@ -266,7 +271,7 @@ pub fn sample_teacache(
         }
         let v = match vs.as_slice() {
             [vc] => vc.clone(),
-            [vc, vu] => (vu + ((vc - vu)? * guidance.scale)?)?,
+            [vc, vu] => (vu + ((vc - vu)? * guidance.scale_at(t))?)?,
             _ => unreachable!("one or two branches"),
         };
         x = (&x + (v * (schedule.sigmas[i + 1] - schedule.sigmas[i]))?)?;
@@ -322,7 +327,7 @@ pub fn calibration_pairs(
         }
         let v = match vs.as_slice() {
             [vc] => vc.clone(),
-            [vc, vu] => (vu + ((vc - vu)? * guidance.scale)?)?,
+            [vc, vu] => (vu + ((vc - vu)? * guidance.scale_at(t))?)?,
             _ => unreachable!("one or two branches"),
         };
         x = (&x + (v * (schedule.sigmas[i + 1] - schedule.sigmas[i]))?)?;

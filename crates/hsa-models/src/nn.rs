@@ -86,7 +86,12 @@ impl LayerNorm {
             let xn = xc.broadcast_div(&(var + self.eps as f64)?.sqrt()?)?;
             return Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?);
         }
-        Ok(candle_nn::ops::layer_norm(&x, &self.weight, &self.bias, self.eps)?)
+        Ok(candle_nn::ops::layer_norm(
+            &x,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
     }
 }
 

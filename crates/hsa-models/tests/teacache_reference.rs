@@ -13,7 +13,8 @@ use hsa_models::wan::{WanDenoiser, WanModel};
 fn decisions_match_the_reference_for_both_indicator_modes() {
     let fx = load(&fixtures().join("teacache.safetensors"));
     let model = WanModel::load_dir(&wan_case("t2v"), None, &Device::Cpu).unwrap();
-    let text = candle_core::Tensor::zeros((1, 4, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let text =
+        candle_core::Tensor::zeros((1, 4, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
     let mut den = WanDenoiser::new(&model, TokenGrid::new(1, 2, 2), &text, None, None).unwrap();
     let timesteps = fx["timesteps"].to_vec1::<f64>().unwrap();
     let steps = timesteps.len();
@@ -22,17 +23,26 @@ fn decisions_match_the_reference_for_both_indicator_modes() {
         ("e", IndicatorKind::Embedding, Wan21Model::T2v1_3b),
         ("e0", IndicatorKind::Projection, Wan21Model::I2v480p),
     ] {
-        let indicators: Vec<_> =
-            timesteps.iter().map(|&t| den.timestep_indicator(t, kind).unwrap().unwrap()).collect();
+        let indicators: Vec<_> = timesteps
+            .iter()
+            .map(|&t| den.timestep_indicator(t, kind).unwrap().unwrap())
+            .collect();
         for k in 0..3 {
             let thresh = fx[&format!("{mode}_thresh{k}")].to_vec1::<f64>().unwrap()[0];
             let expected = fx[&format!("{mode}_computed{k}")].to_vec1::<u8>().unwrap();
-            let cfg = TeaCacheConfig::new(thresh, coeffs.coefficients(kind).to_vec(), kind, steps).unwrap();
+            let cfg = TeaCacheConfig::new(thresh, coeffs.coefficients(kind).to_vec(), kind, steps)
+                .unwrap();
             let mut decider = TeaCacheDecider::new(cfg);
             let ours: Vec<u8> = (0..2 * steps)
                 .map(|call| {
-                    let branch = if call % 2 == 0 { Branch::Cond } else { Branch::Uncond };
-                    decider.should_compute(call, branch, &indicators[call / 2]).unwrap() as u8
+                    let branch = if call % 2 == 0 {
+                        Branch::Cond
+                    } else {
+                        Branch::Uncond
+                    };
+                    decider
+                        .should_compute(call, branch, &indicators[call / 2])
+                        .unwrap() as u8
                 })
                 .collect();
             assert_eq!(ours, expected, "{mode} threshold {thresh}");
@@ -50,15 +60,25 @@ fn decisions_match_the_reference_for_both_indicator_modes() {
 fn reusing_the_stored_residual_at_the_same_input_reproduces_the_velocity() {
     let io = load(&wan_case("t2v").join("io.safetensors"));
     let model = WanModel::load_dir(&wan_case("t2v"), None, &Device::Cpu).unwrap();
-    let (x, _, grid) = model.prepare_inputs(&io["hidden_states"], &io["timestep"]).unwrap();
+    let (x, _, grid) = model
+        .prepare_inputs(&io["hidden_states"], &io["timestep"])
+        .unwrap();
     let x = x.squeeze(0).unwrap();
     let mut den = WanDenoiser::new(&model, grid, &io["encoder_hidden_states"], None, None).unwrap();
-    assert!(den.velocity_reusing_residual(&x, 500.0, Branch::Cond).is_err(), "no residual stored yet");
+    assert!(
+        den.velocity_reusing_residual(&x, 500.0, Branch::Cond)
+            .is_err(),
+        "no residual stored yet"
+    );
     den.enable_residual_capture().unwrap();
     let v = den.velocity(&x, 500.0, Branch::Cond, None).unwrap();
-    let reused = den.velocity_reusing_residual(&x, 500.0, Branch::Cond).unwrap();
+    let reused = den
+        .velocity_reusing_residual(&x, 500.0, Branch::Cond)
+        .unwrap();
     assert!(common::rel_l2(&reused, &v) < 1e-6);
     // At another timestep the head and embedding change, the block stack does not.
-    let other = den.velocity_reusing_residual(&x, 900.0, Branch::Cond).unwrap();
+    let other = den
+        .velocity_reusing_residual(&x, 900.0, Branch::Cond)
+        .unwrap();
     assert!(common::rel_l2(&other, &v) > 1e-4);
 }

@@ -14,7 +14,11 @@ fn euler_with_and_without_cfg_matches_diffusers() {
     let fx = load(&wan_case("euler_cfg.safetensors"));
     let model = WanModel::load_dir(&wan_case("t2v"), None, &Device::Cpu).unwrap();
     let scalar = |n: &str| fx[n].to_vec1::<f64>().unwrap()[0];
-    let (steps, shift, g) = (scalar("steps") as usize, scalar("shift"), scalar("guidance"));
+    let (steps, shift, g) = (
+        scalar("steps") as usize,
+        scalar("shift"),
+        scalar("guidance"),
+    );
     let schedule = Schedule::new(ScheduleKind::FlowMatchEuler, steps, shift).unwrap();
     let sigmas = fx["sigmas"].to_vec1::<f64>().unwrap();
     for (a, b) in schedule.sigmas.iter().zip(&sigmas) {
@@ -35,10 +39,16 @@ fn euler_with_and_without_cfg_matches_diffusers() {
         )
         .unwrap();
         let mut seen = 0;
-        let out = sample_fm_euler(&mut den, &noise, &schedule, Guidance::new(guidance).unwrap(), &mut |e| {
-            assert_eq!(e.nfe, if guidance == 1.0 { 1 } else { 2 });
-            seen += 1;
-        })
+        let out = sample_fm_euler(
+            &mut den,
+            &noise,
+            &schedule,
+            Guidance::new(guidance).unwrap(),
+            &mut |e| {
+                assert_eq!(e.nfe, if guidance == 1.0 { 1 } else { 2 });
+                seen += 1;
+            },
+        )
         .unwrap();
         assert_eq!(seen, steps);
         let video = unpatchify(&out.unsqueeze(0).unwrap(), grid, patch).unwrap();

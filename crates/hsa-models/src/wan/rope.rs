@@ -81,7 +81,11 @@ impl RopeTable {
 pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if crate::nn::tracks_grad(&[x]) {
         // candle's fused kernel has no backward pass; the slow form is plain ops.
-        return Ok(candle_nn::rotary_emb::rope_i_slow(&x.contiguous()?, cos, sin)?);
+        return Ok(candle_nn::rotary_emb::rope_i_slow(
+            &x.contiguous()?,
+            cos,
+            sin,
+        )?);
     }
     Ok(candle_nn::rotary_emb::rope_i(&x.contiguous()?, cos, sin)?)
 }

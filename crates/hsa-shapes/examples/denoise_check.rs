@@ -1,0 +1,71 @@
+//! Diagnostic: one-step velocity error of an exported model on training clips at several noise
+//! levels (against predicting zero), then a plain 30-step Euler sample written to
+//! /tmp/manual_strip.png with its checker score. Shows whether a training run has learned the
+//! low-noise end, which decides whether samples come out clean.
+//!
+//!     cargo run --release -p hsa-shapes --example denoise_check -- models/shapes-wan
+use candle_core::{DType, Device, Tensor};
+use hsa_models::wan::WanModel;
+use hsa_shapes::train::text_stack::TextStack;
+use hsa_shapes::{generate_train, ClipConfig};
+
+fn main() {
+    let dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap());
+    let dev = Device::Cpu;
+    let model = WanModel::load_dir(&dir.join("transformer"), Some(DType::F32), &dev).unwrap();
+    let mut text = TextStack::load(&dir, 32, &dev).unwrap();
+    let cfg = ClipConfig {
+        width: 32,
+        height: 32,
+        frames: 9,
+    };
+    for seed in 0..2u64 {
+        let ex = generate_train(seed, &cfg);
+        let x0 = Tensor::from_vec(ex.clip.data().to_vec(), (1, 3, 9, 32, 32), &dev).unwrap();
+        let eps = Tensor::randn(0f32, 1.0, x0.shape(), &dev).unwrap();
+        let ctx = text.embed(&ex.caption).unwrap().unsqueeze(0).unwrap();
+        for s in [0.2f64, 0.5, 0.8, 0.95] {
+            let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
+            let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
+            let v = model.forward(&xt, &t, &ctx, None, None).unwrap();
+            let target = (&eps - &x0).unwrap();
+            let err = (&v - &target)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let zero = target
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            println!("seed {seed} sigma {s}: v mse {err:.4} (predicting 0: {zero:.4})");
+        }
+    }
+    // Manual Euler sampling, no CFG.
+    let sched = hsa_core::Schedule::new(hsa_core::ScheduleKind::FlowMatchEuler, 30, 3.0).unwrap();
+    let caption = "a red circle moving right on a gray background";
+    let ctx = text.embed(caption).unwrap().unsqueeze(0).unwrap();
+    let mut x = Tensor::randn(0f32, 1.0, (1, 3, 9, 32, 32), &dev).unwrap();
+    for i in 0..30 {
+        let t = Tensor::new(&[sched.timesteps[i] as f32], &dev).unwrap();
+        let v = model.forward(&x, &t, &ctx, None, None).unwrap();
+        x = (&x + (v * (sched.sigmas[i + 1] - sched.sigmas[i])).unwrap()).unwrap();
+    }
+    let data = x
+        .clamp(-1f32, 1f32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let clip = hsa_shapes::Clip::from_cfhw(9, 32, 32, data).unwrap();
+    clip.save_png_strip(std::path::Path::new("/tmp/manual_strip.png"), 4)
+        .unwrap();
+    println!("{:?}", hsa_shapes::check(&clip, caption).unwrap().overall);
+}
