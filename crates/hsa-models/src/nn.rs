@@ -24,6 +24,10 @@ impl Linear {
         &self.weight
     }
 
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     pub fn dtype(&self) -> DType {
         self.weight.dtype()
     }

@@ -77,3 +77,52 @@ fn differentiable_paths_match_the_fused_kernels_and_carry_gradients() {
         &q,
     );
 }
+
+/// An optimiser writes new values into the variables in place; the model built on them must
+/// see every update (a weight copied once at build time would silently stay frozen in the
+/// forward pass while its variable drifts).
+#[test]
+fn a_model_built_on_variables_sees_their_updates() {
+    use hsa_models::wan::weights::expected_tensors;
+    use hsa_models::wan::{WanConfig, WanModel};
+    let dev = Device::Cpu;
+    let cfg = WanConfig {
+        num_heads: 2,
+        head_dim: 8,
+        in_channels: 3,
+        out_channels: 3,
+        text_dim: 8,
+        ffn_dim: 16,
+        num_layers: 1,
+        ..WanConfig::wan21_t2v_1_3b()
+    };
+    let vars: std::collections::HashMap<String, Var> = expected_tensors(&cfg)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (n, s))| (n, var(&s, i as f32)))
+        .collect();
+    let model = WanModel::build(&cfg, DType::F32, &dev, &|n, _| {
+        Ok(vars[n].as_tensor().clone())
+    })
+    .unwrap();
+    // Distinct tokens, so attention weights depend on the queries.
+    let x = var(&[1, 3, 1, 4, 4], 2.5).as_tensor().detach();
+    let t = Tensor::new(&[500f32], &dev).unwrap();
+    let ctx = var(&[1, 2, 8], 4.5).as_tensor().detach();
+    let before = model.forward(&x, &t, &ctx, None, None).unwrap();
+    for name in [
+        "patch_embedding.weight",
+        "proj_out.weight",
+        "blocks.0.attn1.norm_q.weight",
+    ] {
+        let v = &vars[name];
+        let old = v.as_tensor().copy().unwrap();
+        v.set(&(v.as_tensor() * 0.5).unwrap()).unwrap();
+        let after = model.forward(&x, &t, &ctx, None, None).unwrap();
+        assert!(
+            rel_l2(&after, &before) > 1e-6,
+            "updating {name} did not change the output"
+        );
+        v.set(&old).unwrap();
+    }
+}

@@ -108,6 +108,34 @@ impl Block {
     }
 }
 
+/// The Conv3d patch embedding as a matmul over patchified tokens. The weight is kept in its
+/// checkpoint layout `[D, C, pt, ph, pw]`; the token-order copy is made once for inference,
+/// but rebuilt on every call while gradients are tracked, so a training step always sees the
+/// weight the optimiser last wrote (a copy made once would silently freeze it).
+#[derive(Debug, Clone)]
+struct PatchEmbed {
+    raw: Tensor,
+    reordered: Linear,
+}
+
+impl PatchEmbed {
+    fn new(weight: Tensor, bias: Tensor) -> Result<Self> {
+        let reordered = Linear::new(patch_weight_to_token_order(&weight)?, Some(bias));
+        Ok(Self {
+            raw: weight,
+            reordered,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if crate::nn::tracks_grad(&[&self.raw]) {
+            let bias = self.reordered.bias().cloned();
+            return Linear::new(patch_weight_to_token_order(&self.raw)?, bias).forward(x);
+        }
+        self.reordered.forward(x)
+    }
+}
+
 /// Result of a token forward.
 #[derive(Debug, Clone)]
 pub struct TokenOutput {
@@ -123,7 +151,7 @@ pub struct WanModel {
     cfg: WanConfig,
     device: Device,
     dtype: DType,
-    patch_embed: Linear,
+    patch_embed: PatchEmbed,
     time: TimeEmbedding,
     text: TextEmbedding,
     image: Option<ImageEmbedding>,
@@ -245,10 +273,10 @@ impl WanModel {
             }
         };
         let d = cfg.dim();
-        let patch_embed = Linear::new(
-            patch_weight_to_token_order(&get("patch_embedding.weight", dtype)?)?,
-            Some(get("patch_embedding.bias", dtype)?),
-        );
+        let patch_embed = PatchEmbed::new(
+            get("patch_embedding.weight", dtype)?,
+            get("patch_embedding.bias", dtype)?,
+        )?;
         let ce = "condition_embedder";
         let time = TimeEmbedding {
             linear_1: linear(&format!("{ce}.time_embedder.linear_1"), f32)?,

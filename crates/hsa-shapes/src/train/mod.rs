@@ -382,7 +382,7 @@ pub fn train(
 
 /// The flow-matching loss of update `step` (its batch, noise, noise levels and caption
 /// dropout are all determined by the seed and the step).
-fn training_loss(
+pub fn training_loss(
     model: &WanModel,
     text: &mut TextStack,
     empty: &Tensor,
