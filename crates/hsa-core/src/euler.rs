@@ -88,7 +88,12 @@ pub fn guided_velocity(
         )));
     }
     let v_uncond = denoiser.velocity(x, timestep, Branch::Uncond, active)?;
-    Ok((&v_uncond + ((v_cond - &v_uncond)? * guidance.scale_at(timestep))?)?)
+    combine_guidance(&v_cond, &v_uncond, guidance.scale_at(timestep))
+}
+
+/// `v_u + scale·(v_c - v_u)`, in the operation order of diffusers' pipelines.
+pub fn combine_guidance(v_cond: &Tensor, v_uncond: &Tensor, scale: f64) -> Result<Tensor> {
+    Ok((v_uncond + ((v_cond - v_uncond)? * scale)?)?)
 }
 
 /// Checks that `x` is a `[N, P]` state for `denoiser`.

@@ -271,7 +271,7 @@ pub fn sample_teacache(
         }
         let v = match vs.as_slice() {
             [vc] => vc.clone(),
-            [vc, vu] => (vu + ((vc - vu)? * guidance.scale_at(t))?)?,
+            [vc, vu] => crate::euler::combine_guidance(vc, vu, guidance.scale_at(t))?,
             _ => unreachable!("one or two branches"),
         };
         x = (&x + (v * (schedule.sigmas[i + 1] - schedule.sigmas[i]))?)?;
@@ -327,7 +327,7 @@ pub fn calibration_pairs(
         }
         let v = match vs.as_slice() {
             [vc] => vc.clone(),
-            [vc, vu] => (vu + ((vc - vu)? * guidance.scale_at(t))?)?,
+            [vc, vu] => crate::euler::combine_guidance(vc, vu, guidance.scale_at(t))?,
             _ => unreachable!("one or two branches"),
         };
         x = (&x + (v * (schedule.sigmas[i + 1] - schedule.sigmas[i]))?)?;

@@ -85,6 +85,27 @@ fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
     }
 }
 
+/// The benchmark's model (random weights, Wan2.1-1.3B layout with the requested sizes) and a
+/// random text context of `text_len` rows.
+fn random_model(args: &DitBenchArgs, dtype: DType, device: &Device) -> Result<(WanModel, Tensor)> {
+    if args.heads == 0 || args.dim % args.heads != 0 {
+        return Err(EvalError::Invalid(format!(
+            "dim {} is not divisible by heads {}",
+            args.dim, args.heads
+        )));
+    }
+    let cfg = WanConfig {
+        num_layers: args.layers,
+        ffn_dim: args.ffn,
+        num_heads: args.heads,
+        head_dim: args.dim / args.heads,
+        ..WanConfig::wan21_t2v_1_3b()
+    };
+    let model = WanModel::random(&cfg, dtype, device, 0)?;
+    let text = Tensor::randn(0f32, 1.0, (1, args.text_len, cfg.text_dim), device)?;
+    Ok((model, text))
+}
+
 /// Evenly spread sorted subset of `n` tokens with `fraction` of them.
 fn spread_subset(n: usize, fraction: f64) -> Vec<u32> {
     let k = ((n as f64 * fraction).round() as usize).clamp(1, n);
@@ -95,30 +116,13 @@ fn spread_subset(n: usize, fraction: f64) -> Vec<u32> {
 pub fn dit_forward(args: &DitBenchArgs, device: &Device) -> Result<DitBenchReport> {
     let grid = parse_grid(&args.grid).map_err(EvalError::Invalid)?;
     let dtype = parse_dtype(&args.dtype).map_err(EvalError::Invalid)?;
-    if args.heads == 0 || args.dim % args.heads != 0 {
-        return Err(EvalError::Invalid(format!(
-            "dim {} is not divisible by heads {}",
-            args.dim, args.heads
-        )));
-    }
     if args.reps == 0 {
         return Err(EvalError::Invalid("reps must be at least 1".into()));
     }
-    let cfg = WanConfig {
-        num_layers: args.layers,
-        ffn_dim: args.ffn,
-        ..WanConfig::wan21_t2v_1_3b()
-    };
-    let cfg = WanConfig {
-        num_heads: args.heads,
-        head_dim: args.dim / args.heads,
-        ..cfg
-    };
-    let model = WanModel::random(&cfg, dtype, device, 0)?;
+    let (model, text) = random_model(args, dtype, device)?;
+    let cfg = model.config();
     let n = grid.len();
-    let p = cfg.out_token_dim();
-    let x = Tensor::randn(0f32, 1.0, (n, p), device)?;
-    let text = Tensor::randn(0f32, 1.0, (1, args.text_len, cfg.text_dim), device)?;
+    let x = Tensor::randn(0f32, 1.0, (n, cfg.out_token_dim()), device)?;
     let mut den = WanDenoiser::new(&model, grid, &text, None, None)?;
     let time = |active: Option<&ActiveSet>,
                 den: &mut WanDenoiser|
@@ -223,26 +227,9 @@ pub fn samplers(args: &SamplerBenchArgs, device: &Device) -> Result<SamplerBench
     let m = &args.model;
     let grid = parse_grid(&m.grid).map_err(EvalError::Invalid)?;
     let dtype = parse_dtype(&m.dtype).map_err(EvalError::Invalid)?;
-    if m.heads == 0 || m.dim % m.heads != 0 {
-        return Err(EvalError::Invalid(format!(
-            "dim {} is not divisible by heads {}",
-            m.dim, m.heads
-        )));
-    }
-    let cfg = WanConfig {
-        num_layers: m.layers,
-        ffn_dim: m.ffn,
-        ..WanConfig::wan21_t2v_1_3b()
-    };
-    let cfg = WanConfig {
-        num_heads: m.heads,
-        head_dim: m.dim / m.heads,
-        ..cfg
-    };
-    let model = WanModel::random(&cfg, dtype, device, 0)?;
+    let (model, text) = random_model(m, dtype, device)?;
     let n = grid.len();
-    let noise = Tensor::randn(0f32, 1.0, (n, cfg.out_token_dim()), device)?;
-    let text = Tensor::randn(0f32, 1.0, (1, m.text_len, cfg.text_dim), device)?;
+    let noise = Tensor::randn(0f32, 1.0, (n, model.config().out_token_dim()), device)?;
     let schedule = Schedule::new(ScheduleKind::FlowMatchEuler, args.steps, 5.0)?;
     let guidance = Guidance::new(1.0)?;
     let mut den = WanDenoiser::new(&model, grid, &text, None, None)?;
