@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod metrics;
 pub mod shapes;
 
 pub use error::{EvalError, Result};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use hsa_core::{Guidance, RunStats, Schedule, ScheduleKind, StepEvent};
+use hsa_core::{Guidance, RunStats, Schedule, ScheduleKind, StepEvent, TokenGrid};
 use hsa_models::text::{encode_text, Tokenizer};
 use hsa_models::umt5::UMT5Encoder;
 use hsa_models::wan::patch::{grid_for, unpatchify};
@@ -128,6 +128,183 @@ fn component(dir: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
+/// Prompt embeddings: the conditional rows and, under CFG, the negative prompt's.
+#[derive(Debug, Clone)]
+pub struct PromptEmbeds {
+    pub cond: Tensor,
+    pub uncond: Option<Tensor>,
+}
+
+/// A loaded model folder: the DiT and the folder's defaults. The text stack is loaded only
+/// while prompts are encoded ([`LoadedModel::encode_prompts`]) and freed afterwards.
+pub struct LoadedModel {
+    pub dir: PathBuf,
+    pub defaults: ModelDefaults,
+    pub model: WanModel,
+    tokenizer_path: PathBuf,
+    encoder_dir: PathBuf,
+}
+
+/// Resolved per-run settings (no defaults left open).
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub frames: usize,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub shift: f64,
+    pub guidance: Guidance,
+    pub schedule: ScheduleKind,
+    pub seed: u64,
+}
+
+/// One sampled clip before any output file is written.
+#[derive(Debug)]
+pub struct SampledVideo {
+    /// `[3, F, H, W]` f32 in [-1, 1].
+    pub video: Tensor,
+    pub stats: RunStats,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+impl LoadedModel {
+    /// Loads the DiT of a pixel-space model folder (the bundled model's layout).
+    pub fn load(dir: &Path, dtype: Option<DType>, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(PipelineError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "model directory not found",
+                ),
+            });
+        }
+        let defaults = ModelDefaults::read(dir)?;
+        if !defaults.pixel_space {
+            return Err(PipelineError::Invalid(
+                "latent-space Wan checkpoints need the Wan VAE decoder, which hsa generate does not have yet; \
+                 use `hsa dev sample` on latents, or the bundled model"
+                    .into(),
+            ));
+        }
+        let transformer = component(dir, "transformer")?;
+        let tokenizer_path = component(dir, "tokenizer")?.join("tokenizer.json");
+        let encoder_dir = component(dir, "text_encoder")?;
+        let model = WanModel::load_dir(&transformer, Some(dtype.unwrap_or(DType::F32)), device)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            defaults,
+            model,
+            tokenizer_path,
+            encoder_dir,
+        })
+    }
+
+    /// Fills the request's open fields from the folder's defaults.
+    pub fn settings(&self, req: &GenerateRequest) -> Result<RunSettings> {
+        let d = &self.defaults;
+        let (width, height) = req.size.unwrap_or((d.width, d.height));
+        Ok(RunSettings {
+            frames: req.frames.unwrap_or(d.frames),
+            width,
+            height,
+            steps: req.steps.unwrap_or(d.steps),
+            shift: req.shift.unwrap_or(d.shift),
+            guidance: Guidance::new(req.guidance.unwrap_or(d.guidance))?,
+            schedule: req.schedule.unwrap_or(ScheduleKind::FlowMatchEuler),
+            seed: req.seed,
+        })
+    }
+
+    /// Encodes every prompt (and, when `with_uncond`, the negative prompt once). The text
+    /// encoder lives only inside this call.
+    pub fn encode_prompts(
+        &self,
+        prompts: &[&str],
+        negative: Option<&str>,
+        with_uncond: bool,
+    ) -> Result<Vec<PromptEmbeds>> {
+        let device = self.model.device().clone();
+        let tokenizer =
+            Tokenizer::from_file(&self.tokenizer_path)?.with_text_len(self.defaults.text_len)?;
+        let encoder = UMT5Encoder::load(&self.encoder_dir, DType::F32, &device)?;
+        let uncond = if with_uncond {
+            Some(encode_text(
+                &encoder,
+                &tokenizer,
+                &[negative.unwrap_or("")],
+            )?)
+        } else {
+            None
+        };
+        prompts
+            .iter()
+            .map(|p| {
+                Ok(PromptEmbeds {
+                    cond: encode_text(&encoder, &tokenizer, &[*p])?,
+                    uncond: uncond.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The token grid of a clip size, with a clear error when the size does not fit the patch.
+    pub fn grid(&self, s: &RunSettings) -> Result<TokenGrid> {
+        let p = self.model.config().patch_size;
+        grid_for(s.frames, s.height, s.width, p).map_err(|_| {
+            PipelineError::Invalid(format!(
+                "size {}x{} with {} frames does not fit the model's patch {p:?}: width and height must be multiples of {} and {}",
+                s.width, s.height, s.frames, p[2], p[1]
+            ))
+        })
+    }
+
+    /// Samples one clip from seeded noise with `sampler`.
+    pub fn sample(
+        &self,
+        embeds: &PromptEmbeds,
+        s: &RunSettings,
+        sampler: &SamplerOptions,
+        on_step: &mut dyn FnMut(&StepEvent),
+    ) -> Result<SampledVideo> {
+        let cfg = self.model.config();
+        let grid = self.grid(s)?;
+        let start = Instant::now();
+        let (spec, warnings) = sampler.resolve(s.steps, grid.len())?;
+        let schedule = Schedule::new(s.schedule, s.steps, s.shift)?;
+        let device = self.model.device().clone();
+        let noise = seeded_noise(
+            &[1, cfg.out_channels, s.frames, s.height, s.width],
+            s.seed,
+            &device,
+        )?;
+        let noise = hsa_models::wan::patch::patchify(&noise, cfg.patch_size)?.squeeze(0)?;
+        let uncond = if s.guidance.uses_uncond() {
+            embeds.uncond.as_ref()
+        } else {
+            None
+        };
+        if s.guidance.uses_uncond() && uncond.is_none() {
+            return Err(PipelineError::Invalid(
+                "guidance > 1 needs the negative prompt's embeddings".into(),
+            ));
+        }
+        let mut den = WanDenoiser::new(&self.model, grid, &embeds.cond, uncond, None)?;
+        let (latents, stats) =
+            run_sampler(&mut den, &noise, &schedule, s.guidance, &spec, on_step)?;
+        let video = unpatchify(&latents.unsqueeze(0)?, grid, cfg.patch_size)?
+            .squeeze(0)?
+            .clamp(-1f32, 1f32)?;
+        Ok(SampledVideo {
+            video,
+            stats,
+            warnings,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
 /// Runs text encoding, sampling and decoding. `on_step` sees sampler steps; `on_stage` stage
 /// changes.
 pub fn generate(
@@ -136,84 +313,30 @@ pub fn generate(
     on_stage: &mut dyn FnMut(Stage),
     on_step: &mut dyn FnMut(&StepEvent),
 ) -> Result<Generated> {
-    let dir = &req.model_dir;
-    if !dir.is_dir() {
-        return Err(PipelineError::Io {
-            path: dir.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
-        });
-    }
-    let defaults = ModelDefaults::read(dir)?;
-    if !defaults.pixel_space {
-        return Err(PipelineError::Invalid(
-            "latent-space Wan checkpoints need the Wan VAE decoder, which hsa generate does not have yet; \
-             use `hsa dev sample` on latents, or the bundled model"
-                .into(),
-        ));
-    }
-    let frames = req.frames.unwrap_or(defaults.frames);
-    let (width, height) = req.size.unwrap_or((defaults.width, defaults.height));
-    let steps = req.steps.unwrap_or(defaults.steps);
-    let shift = req.shift.unwrap_or(defaults.shift);
-    let guidance = Guidance::new(req.guidance.unwrap_or(defaults.guidance))?;
-    let transformer = component(dir, "transformer")?;
-    let tokenizer_path = component(dir, "tokenizer")?.join("tokenizer.json");
-    let encoder_dir = component(dir, "text_encoder")?;
-
-    let model = WanModel::load_dir(&transformer, Some(req.dtype.unwrap_or(DType::F32)), device)?;
-    let cfg = model.config().clone();
-    let grid = grid_for(frames, height, width, cfg.patch_size).map_err(|_| {
-        PipelineError::Invalid(format!(
-            "size {width}x{height} with {frames} frames does not fit the model's patch {:?}: width and height must be multiples of {} and {}",
-            cfg.patch_size, cfg.patch_size[2], cfg.patch_size[1]
-        ))
-    })?;
+    let loaded = LoadedModel::load(&req.model_dir, req.dtype, device)?;
+    let settings = loaded.settings(req)?;
+    loaded.grid(&settings)?;
 
     on_stage(Stage::TextEncoding);
     let start = Instant::now();
-    let (cond, uncond) = {
-        // The encoder lives only in this scope: it is freed before sampling.
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)?.with_text_len(defaults.text_len)?;
-        let encoder = UMT5Encoder::load(&encoder_dir, DType::F32, device)?;
-        let cond = encode_text(&encoder, &tokenizer, &[req.prompt.as_str()])?;
-        let uncond = if guidance.uses_uncond() {
-            let neg = req.negative_prompt.as_deref().unwrap_or("");
-            Some(encode_text(&encoder, &tokenizer, &[neg])?)
-        } else {
-            None
-        };
-        (cond, uncond)
-    };
+    let embeds = loaded
+        .encode_prompts(
+            &[req.prompt.as_str()],
+            req.negative_prompt.as_deref(),
+            settings.guidance.uses_uncond(),
+        )?
+        .remove(0);
     let text_seconds = start.elapsed().as_secs_f64();
 
     on_stage(Stage::Sampling);
-    let start = Instant::now();
-    let (spec, warnings) = req.sampler.resolve(steps, grid.len())?;
-    let schedule = Schedule::new(
-        req.schedule.unwrap_or(ScheduleKind::FlowMatchEuler),
-        steps,
-        shift,
-    )?;
-    let noise = seeded_noise(
-        &[1, cfg.out_channels, frames, height, width],
-        req.seed,
-        device,
-    )?;
-    let noise = hsa_models::wan::patch::patchify(&noise, cfg.patch_size)?.squeeze(0)?;
-    let mut den = WanDenoiser::new(&model, grid, &cond, uncond.as_ref(), None)?;
-    let (latents, stats) = run_sampler(&mut den, &noise, &schedule, guidance, &spec, on_step)?;
-    let sampling_seconds = start.elapsed().as_secs_f64();
-
+    let out = loaded.sample(&embeds, &settings, &req.sampler, on_step)?;
     on_stage(Stage::Decoding);
-    let video = unpatchify(&latents.unsqueeze(0)?, grid, cfg.patch_size)?
-        .squeeze(0)?
-        .clamp(-1f32, 1f32)?;
     Ok(Generated {
-        video,
-        fps: defaults.fps,
-        stats,
-        warnings,
+        video: out.video,
+        fps: loaded.defaults.fps,
+        stats: out.stats,
+        warnings: out.warnings,
         text_seconds,
-        sampling_seconds,
+        sampling_seconds: out.seconds,
     })
 }
