@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod eval;
 mod progress;
 
 #[global_allocator]
@@ -44,10 +45,7 @@ enum Command {
         command: TrainCommand,
     },
     /// Quality evaluation.
-    Eval {
-        #[command(subcommand)]
-        command: EvalCommand,
-    },
+    Eval(eval::EvalArgs),
     /// Offline calibration of baselines that need it (HSA needs none).
     Calibrate {
         #[command(subcommand)]
@@ -170,7 +168,7 @@ struct GenerateArgs {
 
 /// The bundled model's folder: `models/shapes-wan` under the current directory, else in the
 /// source tree this binary was built from.
-fn default_model_dir() -> PathBuf {
+pub(crate) fn default_model_dir() -> PathBuf {
     let local = PathBuf::from("models/shapes-wan");
     if local.is_dir() {
         return local;
@@ -190,7 +188,7 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 
 /// Sampler choice and knobs shared by the sampling commands.
 #[derive(clap::Args, Debug, Clone)]
-struct SamplerArgs {
+pub(crate) struct SamplerArgs {
     /// fm | hsa | teacache | ras
     #[arg(long, default_value = "fm")]
     sampler: String,
@@ -240,7 +238,7 @@ struct SamplerArgs {
 }
 
 impl SamplerArgs {
-    fn options(&self) -> hsa_pipeline::sampling::SamplerOptions {
+    pub(crate) fn options(&self) -> hsa_pipeline::sampling::SamplerOptions {
         hsa_pipeline::sampling::SamplerOptions {
             sampler: self.sampler.clone(),
             budget: self.budget.clone(),
@@ -298,25 +296,6 @@ enum TrainCommand {
         work: PathBuf,
         #[arg(long)]
         out: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
-enum EvalCommand {
-    /// Generates held-out captions of the shapes world and scores them with its checker.
-    Checker {
-        /// Model folder (default: the bundled model).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        #[arg(long, default_value_t = 50)]
-        captions: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[command(flatten)]
-        sampler: SamplerArgs,
-        /// Write the per-clip scores as JSON.
-        #[arg(long)]
-        out: Option<PathBuf>,
     },
 }
 
@@ -419,40 +398,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
         }
         Command::Train { command } => train(command)?,
-        Command::Eval {
-            command:
-                EvalCommand::Checker {
-                    model,
-                    captions,
-                    seed,
-                    sampler,
-                    out,
-                },
-        } => {
-            let cfg = hsa_eval::shapes::CheckerEval {
-                model_dir: model.unwrap_or_else(default_model_dir),
-                captions,
-                steps: sampler.steps,
-                guidance: sampler.guidance,
-                sampler: sampler.options(),
-                seed,
-            };
-            let bar = progress::steps_bar(captions as u64, "generating held-out captions");
-            let report = hsa_eval::shapes::evaluate_checker(&cfg, &device, &mut |i| {
-                bar.set_position(i as u64)
-            })?;
-            bar.finish_and_clear();
-            if let Some(path) = &out {
-                hsa_pipeline::io::write_bytes_atomic(
-                    path,
-                    serde_json::to_string_pretty(&report)?.as_bytes(),
-                )?;
-            }
-            println!(
-                "checker on {} held-out captions ({}): overall {:.3}, colour {:.3}, direction {:.3}, shape {:.3}; {:.1} s",
-                captions, sampler.sampler, report.overall, report.colour, report.direction, report.shape, report.seconds
-            );
-        }
+        Command::Eval(args) => eval::eval(args, &device)?,
         Command::Calibrate {
             command:
                 CalibrateCommand::Teacache {

@@ -12,6 +12,9 @@ pub enum EvalError {
     Tensor(#[from] candle_core::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A report-folder file that cannot be read or written.
+    #[error("{0}")]
+    Io(String),
 }
 
 pub type Result<T> = std::result::Result<T, EvalError>;

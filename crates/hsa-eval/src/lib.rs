@@ -3,7 +3,11 @@
 
 pub mod bench;
 pub mod error;
+pub mod harness;
+pub mod methods;
 pub mod metrics;
+pub mod plot;
+pub mod report;
 pub mod shapes;
 
 pub use error::{EvalError, Result};

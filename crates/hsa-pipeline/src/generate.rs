@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use hsa_core::{Guidance, RunStats, Schedule, ScheduleKind, StepEvent, TokenGrid};
+use hsa_core::{Denoiser, Guidance, RunStats, Schedule, ScheduleKind, StepEvent, TokenGrid};
 use hsa_models::text::{encode_text, Tokenizer};
 use hsa_models::umt5::UMT5Encoder;
 use hsa_models::wan::patch::{grid_for, unpatchify};
@@ -260,6 +260,33 @@ impl LoadedModel {
         })
     }
 
+    /// The denoiser, seeded initial noise (`[N, P]`) and schedule of one run: what every sampler
+    /// starts from (also used to calibrate TeaCache on this model).
+    pub fn prepare<'a>(
+        &'a self,
+        embeds: &'a PromptEmbeds,
+        s: &RunSettings,
+    ) -> Result<(WanDenoiser<'a>, Tensor, Schedule)> {
+        let cfg = self.model.config();
+        let grid = self.grid(s)?;
+        let schedule = Schedule::new(s.schedule, s.steps, s.shift)?;
+        let noise = seeded_noise(
+            &[1, cfg.out_channels, s.frames, s.height, s.width],
+            s.seed,
+            self.model.device(),
+        )?;
+        let noise = hsa_models::wan::patch::patchify(&noise, cfg.patch_size)?.squeeze(0)?;
+        let uncond = if s.guidance.uses_uncond() {
+            Some(embeds.uncond.as_ref().ok_or_else(|| {
+                PipelineError::Invalid("guidance > 1 needs the negative prompt's embeddings".into())
+            })?)
+        } else {
+            None
+        };
+        let den = WanDenoiser::new(&self.model, grid, &embeds.cond, uncond, None)?;
+        Ok((den, noise, schedule))
+    }
+
     /// Samples one clip from seeded noise with `sampler`.
     pub fn sample(
         &self,
@@ -268,32 +295,13 @@ impl LoadedModel {
         sampler: &SamplerOptions,
         on_step: &mut dyn FnMut(&StepEvent),
     ) -> Result<SampledVideo> {
-        let cfg = self.model.config();
-        let grid = self.grid(s)?;
         let start = Instant::now();
+        let (mut den, noise, schedule) = self.prepare(embeds, s)?;
+        let grid = den.grid();
         let (spec, warnings) = sampler.resolve(s.steps, grid.len())?;
-        let schedule = Schedule::new(s.schedule, s.steps, s.shift)?;
-        let device = self.model.device().clone();
-        let noise = seeded_noise(
-            &[1, cfg.out_channels, s.frames, s.height, s.width],
-            s.seed,
-            &device,
-        )?;
-        let noise = hsa_models::wan::patch::patchify(&noise, cfg.patch_size)?.squeeze(0)?;
-        let uncond = if s.guidance.uses_uncond() {
-            embeds.uncond.as_ref()
-        } else {
-            None
-        };
-        if s.guidance.uses_uncond() && uncond.is_none() {
-            return Err(PipelineError::Invalid(
-                "guidance > 1 needs the negative prompt's embeddings".into(),
-            ));
-        }
-        let mut den = WanDenoiser::new(&self.model, grid, &embeds.cond, uncond, None)?;
         let (latents, stats) =
             run_sampler(&mut den, &noise, &schedule, s.guidance, &spec, on_step)?;
-        let video = unpatchify(&latents.unsqueeze(0)?, grid, cfg.patch_size)?
+        let video = unpatchify(&latents.unsqueeze(0)?, grid, self.model.config().patch_size)?
             .squeeze(0)?
             .clamp(-1f32, 1f32)?;
         Ok(SampledVideo {
