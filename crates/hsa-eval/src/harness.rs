@@ -165,6 +165,32 @@ pub fn work_of(stats: &RunStats) -> f64 {
         .sum()
 }
 
+/// Rounds every decimal number in `s` to `decimals` places (sampler names print full floats).
+pub fn round_numbers(s: &str, decimals: usize) -> String {
+    let mut out = String::new();
+    let mut num = String::new();
+    let flush = |num: &mut String, out: &mut String| {
+        match num.parse::<f64>() {
+            Ok(v) if num.contains('.') && num.len() > decimals + 2 => {
+                let r = format!("{v:.decimals$}");
+                out.push_str(r.trim_end_matches('0').trim_end_matches('.'))
+            }
+            _ => out.push_str(num),
+        }
+        num.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_digit() || (c == '.' && !num.is_empty()) {
+            num.push(c);
+        } else {
+            flush(&mut num, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut num, &mut out);
+    out
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -560,7 +586,7 @@ impl<'a> Harness<'a> {
                     let setting = match &tc {
                         Some((t, _)) => format!("teacache threshold {t:.4e}"),
                         None if m.kind == MethodKind::Fm => format!("fm {steps} steps"),
-                        None => stats.sampler.clone(),
+                        None => round_numbers(&stats.sampler, 3),
                     };
                     let rec = RunRecord {
                         method: m.label.clone(),
@@ -625,4 +651,24 @@ fn validate(cfg: &EvalConfig) -> Result<()> {
         return bad("--budgets is empty".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampler_names_get_short_numbers_and_medians_are_medians() {
+        assert_eq!(
+            round_numbers("hsa 0.08506944444444445:1,0.15104166666666666:2,0.5:4", 3),
+            "hsa 0.085:1,0.151:2,0.5:4"
+        );
+        assert_eq!(
+            round_numbers("ras ratio 0.2 at 40 steps", 3),
+            "ras ratio 0.2 at 40 steps"
+        );
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(safe_label("hsa:score=random"), "hsa_score-random");
+    }
 }
