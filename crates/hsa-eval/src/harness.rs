@@ -13,20 +13,13 @@
 //! The cost of a run is also counted exactly as its *work*: Σ over steps of the evaluated token
 //! fraction times the model calls, relative to the reference's.
 //!
-//! TeaCache's threshold search: its cost depends on the model's outputs, so for each budget the
-//! threshold is bisected on the calibration clips (the first two prompts, first seed) until the
-//! mean work fraction is within half a reference step of the budget, or as close as 10
-//! bisection steps get (after a doubling search from 0.01); the threshold found
-//! is then used for every prompt (as a user would use one threshold). Its polynomial is fitted on
-//! this model's own full-step runs of the calibration clips (as TeaCache's authors do per model)
-//! unless the method says `coefficients=published`.
+//! TeaCache's calibration and threshold search: [`crate::teacache_search`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use hsa_core::teacache::{calibration_pairs, polyfit, Wan21Model};
-use hsa_core::{IndicatorKind, RunStats};
+use hsa_core::RunStats;
 use hsa_pipeline::generate::{GenerateRequest, LoadedModel, PromptEmbeds, RunSettings};
 use hsa_pipeline::io::{load_tensors, save_tensors, write_bytes_atomic};
 use hsa_pipeline::sampling::SamplerOptions;
@@ -34,6 +27,7 @@ use hsa_pipeline::PipelineError;
 
 use crate::methods::{Method, MethodKind};
 use crate::metrics::{motion_energy, motion_ratio, psnr, ssim, ClipView};
+pub use crate::teacache_search::TeaCacheState;
 use crate::{EvalError, Result};
 
 /// What to evaluate.
@@ -78,15 +72,6 @@ pub struct RunRecord {
     pub checker: Option<f64>,
 }
 
-/// TeaCache's per-model state: fitted polynomial and thresholds by budget.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct TeaCacheState {
-    /// By indicator mode ("e", "e0", or "<mode>-published"): coefficients.
-    pub coefficients: BTreeMap<String, Vec<f64>>,
-    /// By "<method label>@<budget>": (threshold, achieved mean work fraction).
-    pub thresholds: BTreeMap<String, (f64, f64)>,
-}
-
 /// A (method, budget) cell that cannot run, and why (e.g. RAS cannot reach 0.25 of 10 steps
 /// with its dense steps). The report lists it instead of aborting the whole evaluation.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -121,11 +106,11 @@ pub enum Progress<'a> {
     Done(&'a str),
 }
 
-fn io_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
+pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> EvalError {
     EvalError::Io(format!("{}: {e}", path.display()))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     if !path.exists() {
         return Ok(None);
     }
@@ -135,7 +120,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         .map_err(|e| io_err(path, format!("unreadable ({e}); delete it to recompute")))
 }
 
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     }
@@ -191,7 +176,7 @@ pub fn round_numbers(s: &str, decimals: usize) -> String {
     out
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
@@ -202,7 +187,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// A clip's values and `[C, F, H, W]` dims.
-struct ClipData {
+pub(crate) struct ClipData {
     data: Vec<f32>,
     dims: (usize, usize, usize, usize),
 }
@@ -234,10 +219,10 @@ fn checker_score(clip: &ClipData, prompt: &str) -> Option<f64> {
 
 /// The harness: a loaded model, encoded prompts and the report folder.
 pub struct Harness<'a> {
-    cfg: &'a EvalConfig,
-    model: LoadedModel,
-    embeds: Vec<PromptEmbeds>,
-    settings: RunSettings,
+    pub(crate) cfg: &'a EvalConfig,
+    pub(crate) model: LoadedModel,
+    pub(crate) embeds: Vec<PromptEmbeds>,
+    pub(crate) settings: RunSettings,
     device: Device,
 }
 
@@ -282,7 +267,7 @@ impl<'a> Harness<'a> {
         })
     }
 
-    fn settings_for(&self, steps: usize, seed: u64) -> RunSettings {
+    pub(crate) fn settings_for(&self, steps: usize, seed: u64) -> RunSettings {
         RunSettings {
             steps,
             seed,
@@ -341,7 +326,7 @@ impl<'a> Harness<'a> {
     }
 
     /// The reference record and clip of (prompt, seed), computed once and cached.
-    fn reference(&self, p: usize, seed: u64) -> Result<(RunRecord, ClipData)> {
+    pub(crate) fn reference(&self, p: usize, seed: u64) -> Result<(RunRecord, ClipData)> {
         let (json, clip_path) = self.ref_paths(p, seed);
         if let (Some(rec), true) = (read_json::<RunRecord>(&json)?, clip_path.exists()) {
             let t = load_tensors(&clip_path, &self.device)?;
@@ -392,117 +377,6 @@ impl<'a> Harness<'a> {
         t.get("video")
             .cloned()
             .ok_or_else(|| io_err(&path, "no 'video' tensor"))
-    }
-
-    /// Fits TeaCache's polynomial on this model's full-step runs of the calibration clips.
-    fn teacache_fit(&self, kind: IndicatorKind) -> Result<Vec<f64>> {
-        let mut pairs = Vec::new();
-        for p in 0..self.cfg.prompts.len().min(2) {
-            let s = self.settings_for(self.cfg.steps, self.cfg.seeds[0]);
-            let (mut den, noise, schedule) = self.model.prepare(&self.embeds[p], &s)?;
-            pairs.extend(calibration_pairs(
-                &mut den, &noise, &schedule, s.guidance, kind,
-            )?);
-        }
-        let (x, y): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
-        Ok(polyfit(&x, &y, 4)?)
-    }
-
-    /// Mean work fraction of TeaCache at `threshold` over the calibration clips.
-    fn teacache_cost(&self, m: &Method, coefficients: &[f64], threshold: f64) -> Result<f64> {
-        let opts = m.sampler_options(1.0, Some((threshold, coefficients.to_vec())))?;
-        let mut fractions = Vec::new();
-        for p in 0..self.cfg.prompts.len().min(2) {
-            let seed = self.cfg.seeds[0];
-            let (rec, _) = self.reference(p, seed)?;
-            let out = self.model.sample(
-                &self.embeds[p],
-                &self.settings_for(self.cfg.steps, seed),
-                &opts,
-                &mut |_| {},
-            )?;
-            fractions.push(work_of(&out.stats) / rec.work);
-        }
-        Ok(fractions.iter().sum::<f64>() / fractions.len() as f64)
-    }
-
-    /// TeaCache's coefficients and the threshold for `budget` (cached in `teacache.json`).
-    fn teacache_setting(
-        &self,
-        m: &Method,
-        budget: f64,
-        state: &mut TeaCacheState,
-    ) -> Result<(f64, Vec<f64>)> {
-        let kind = match m.teacache_mode() {
-            "e" => IndicatorKind::Embedding,
-            "e0" => IndicatorKind::Projection,
-            other => {
-                return Err(EvalError::Invalid(format!(
-                    "TeaCache mode '{other}' (expected e or e0)"
-                )))
-            }
-        };
-        let published = m.teacache_published()?;
-        let key = format!(
-            "{}{}",
-            m.teacache_mode(),
-            if published { "-published" } else { "" }
-        );
-        let state_path = self.cfg.out_dir.join("teacache.json");
-        if !state.coefficients.contains_key(&key) {
-            let c = if published {
-                Wan21Model::T2v1_3b.coefficients(kind).to_vec()
-            } else {
-                self.teacache_fit(kind)?
-            };
-            state.coefficients.insert(key.clone(), c);
-            write_json(&state_path, state)?;
-        }
-        let coefficients = state.coefficients[&key].clone();
-        let tkey = format!("{}@{budget:.3}", m.label);
-        if let Some(&(t, _)) = state.thresholds.get(&tkey) {
-            return Ok((t, coefficients));
-        }
-        let mut best = (0.0, 1.0);
-        let consider = |best: &mut (f64, f64), t: f64, c: f64| {
-            if (c - budget).abs() < (best.1 - budget).abs() - 1e-12 {
-                *best = (t, c);
-            }
-        };
-        let (mut lo, mut hi) = (0.0, 0.01);
-        let mut c_hi = self.teacache_cost(m, &coefficients, hi)?;
-        consider(&mut best, hi, c_hi);
-        let mut doublings = 0;
-        while c_hi > budget {
-            lo = hi;
-            hi *= 2.0;
-            doublings += 1;
-            if doublings > 30 {
-                return Err(EvalError::Invalid(format!(
-                    "TeaCache cannot reach budget {budget} on this model (work fraction {c_hi:.3} at threshold {hi:.3e})"
-                )));
-            }
-            c_hi = self.teacache_cost(m, &coefficients, hi)?;
-            consider(&mut best, hi, c_hi);
-        }
-        // Half a step of the reference is as close as a step-skipping method can get.
-        let close_enough = 0.5 / self.cfg.steps as f64;
-        for _ in 0..10 {
-            if (best.1 - budget).abs() <= close_enough {
-                break;
-            }
-            let mid = 0.5 * (lo + hi);
-            let c = self.teacache_cost(m, &coefficients, mid)?;
-            consider(&mut best, mid, c);
-            if c > budget {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
-        state.thresholds.insert(tkey, best);
-        write_json(&state_path, state)?;
-        Ok((best.0, coefficients))
     }
 
     /// Runs (or reads back) everything; `progress` sees the total and each finished item.

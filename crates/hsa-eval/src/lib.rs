@@ -9,5 +9,6 @@ pub mod metrics;
 pub mod plot;
 pub mod report;
 pub mod shapes;
+pub mod teacache_search;
 
 pub use error::{EvalError, Result};
