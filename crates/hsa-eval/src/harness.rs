@@ -232,7 +232,11 @@ impl<'a> Harness<'a> {
         validate(cfg)?;
         std::fs::create_dir_all(&cfg.out_dir).map_err(|e| io_err(&cfg.out_dir, e))?;
         let key = ReferenceKey {
-            model_dir: cfg.model_dir.display().to_string(),
+            // The same folder reached by another path is the same model.
+            model_dir: std::fs::canonicalize(&cfg.model_dir)
+                .unwrap_or_else(|_| cfg.model_dir.clone())
+                .display()
+                .to_string(),
             prompts: cfg.prompts.clone(),
             seeds: cfg.seeds.clone(),
             steps: cfg.steps,

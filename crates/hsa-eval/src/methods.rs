@@ -1,7 +1,8 @@
 //! The methods an evaluation compares and how each is set to a runtime budget.
 //!
 //! A method is written `NAME[:KEY=VALUE]...`, e.g. `hsa`, `hsa:score=random`,
-//! `hsa:warmup=4:tail=2`, `teacache:mode=e0`. Budgets are fractions of the reference FM(T)
+//! `hsa:warmup=4:tail=2`, `hsa:groups=0.1@1+0.6@2+0.3@4` (explicit groups, fraction@stride),
+//! `teacache:mode=e0`. Budgets are fractions of the reference FM(T)
 //! run's cost:
 //! * `fm`: round(budget * T) Euler steps (cost is proportional to steps);
 //! * `hsa`: the planner's token-step budget;
@@ -135,7 +136,10 @@ impl Method {
                 o.sampler = "hsa".into();
                 o.budget = Some(budget.to_string());
                 o.score = self.option("score").map(str::to_string);
-                o.groups = self.option("groups").map(str::to_string);
+                // `fraction@stride+...` on the method line (':' and ',' are taken there).
+                o.groups = self
+                    .option("groups")
+                    .map(|g| g.replace('@', ":").replace('+', ","));
                 o.warmup = self
                     .option("warmup")
                     .map(|v| parse_usize("warmup", v))
@@ -224,6 +228,9 @@ mod tests {
         let fm: Method = "fm".parse().unwrap();
         assert_eq!(fm.steps_at(40, 0.5), 20);
         assert_eq!(fm.steps_at(40, 0.01), 1);
+        let g: Method = "hsa:groups=0.1@1+0.9@2".parse().unwrap();
+        let o = g.sampler_options(0.5, None).unwrap();
+        assert_eq!(o.groups.as_deref(), Some("0.1:1,0.9:2"));
         let hsa: Method = "hsa:tail=2".parse().unwrap();
         let o = hsa.sampler_options(0.25, None).unwrap();
         assert_eq!(
