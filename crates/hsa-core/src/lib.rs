@@ -14,6 +14,7 @@ pub mod ras;
 pub mod schedule;
 pub mod stats;
 pub mod teacache;
+pub mod unipc;
 
 pub use denoiser::{ActiveSet, Branch, Denoiser, IndicatorKind, TokenGrid};
 pub use error::{CoreError, Result};
@@ -24,3 +25,4 @@ pub use hsa::{
 pub use ras::{sample_ras, RasConfig, RasMetric, RasRun};
 pub use schedule::{shift_sigma, Schedule, ScheduleKind};
 pub use stats::{GroupMap, RunStats, StatsRecorder, StepStats};
+pub use unipc::{sample_unipc, UniPcSolver};
