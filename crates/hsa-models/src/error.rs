@@ -20,6 +20,8 @@ pub enum ModelError {
     NoWeights { dir: PathBuf },
     #[error("unknown weight key format: expected diffusers names (e.g. blocks.0.attn1.to_q.weight) or original Wan names (e.g. blocks.0.self_attn.q.weight); first keys found: {sample}")]
     UnknownKeyFormat { sample: String },
+    #[error("unknown Wan VAE weight key format: expected diffusers names (e.g. decoder.conv_in.weight) or original Wan names (e.g. decoder.conv1.weight); first keys found: {sample}")]
+    UnknownVaeKeyFormat { sample: String },
     #[error("missing tensor '{name}' (expected shape {expected:?}) in {source_desc}")]
     MissingTensor {
         name: String,
@@ -40,6 +42,15 @@ pub enum ModelError {
     },
     #[error("tensor '{name}' has unsupported dtype {dtype}; supported: f32, bf16, f16")]
     UnsupportedDtype { name: String, dtype: String },
+    #[error("{path}: not a readable image ({message}); supported formats: PNG, JPEG, WebP")]
+    ImageDecode { path: PathBuf, message: String },
+    #[error("{path}: image is {width}x{height} pixels; {message}")]
+    ImageSize {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        message: String,
+    },
     #[error("invalid input: {0}")]
     Input(String),
     #[error(transparent)]

@@ -9,6 +9,7 @@ pub mod experts;
 pub mod init;
 pub mod patch;
 pub mod rope;
+pub mod vae;
 pub mod weights;
 
 pub use attention::KvCache;
@@ -17,4 +18,5 @@ pub use denoiser::WanDenoiser;
 pub use dit::{read_config, Timesteps, WanContext, WanModel};
 pub use experts::WanExperts;
 pub use rope::RopeTable;
+pub use vae::{WanVae, WanVaeConfig};
 pub use weights::{KeyFormat, WeightStore};
