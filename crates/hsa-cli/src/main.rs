@@ -133,13 +133,25 @@ struct GenerateArgs {
     /// Read the prompt from a file instead.
     #[arg(long, conflicts_with = "prompt")]
     prompt_file: Option<PathBuf>,
-    /// Negative prompt for classifier-free guidance (default: empty).
+    /// Negative prompt for classifier-free guidance (default: the model's; for latent Wan
+    /// models the official Wan negative prompt, for the bundled model empty).
     #[arg(long)]
     negative_prompt: Option<String>,
-    /// Number of frames (default: the model's).
+    /// Guidance scale of the low-noise expert of two-expert models (Wan2.2 A14B; default:
+    /// --guidance if given, else the model's).
+    #[arg(long)]
+    guidance_2: Option<f64>,
+    /// Start from these initial latents instead of seeded noise: a safetensors file with a
+    /// `latents` tensor [1, C, f, h, w] (parity runs against diffusers).
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// Run even when the memory plan exceeds the available memory.
+    #[arg(long)]
+    ignore_memory_plan: bool,
+    /// Number of frames, 4k+1 for latent Wan models (default: the model's).
     #[arg(long)]
     frames: Option<usize>,
-    /// WIDTHxHEIGHT (default: the model's).
+    /// WIDTHxHEIGHT, multiples of 16 for Wan2.1 / A14B, 32 for TI2V-5B (default: the model's).
     #[arg(long)]
     size: Option<String>,
     #[arg(long, default_value_t = 0)]
@@ -189,7 +201,8 @@ fn parse_size(s: &str) -> Result<(usize, usize)> {
 /// Sampler choice and knobs shared by the sampling commands.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct SamplerArgs {
-    /// fm | hsa | teacache | ras
+    /// fm | unipc | hsa | teacache | ras (generate: default from the model's scheduler,
+    /// unipc for diffusers Wan pipelines, fm for the bundled model).
     #[arg(long, default_value = "fm")]
     sampler: String,
     /// Denoising steps T (default: the model's; 40 for `dev sample`).
@@ -336,16 +349,23 @@ enum BenchCommand {
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `hsa generate` takes its default sampler from the model when --sampler is not given.
+    let sampler_given = matches
+        .subcommand_matches("generate")
+        .is_some_and(|m| m.value_source("sampler") == Some(clap::parser::ValueSource::CommandLine));
+    if let Err(e) = run(cli, sampler_given) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, sampler_given: bool) -> Result<()> {
     let device = Device::Cpu;
     match cli.command {
-        Command::Generate(args) => generate(args, &device)?,
+        Command::Generate(args) => generate(args, sampler_given, &device)?,
         Command::Inspect { dir } => {
             let report = hsa_pipeline::model_dir::inspect(&dir)?;
             print!("{report}");
@@ -583,7 +603,7 @@ fn train(command: TrainCommand) -> Result<()> {
     Ok(())
 }
 
-fn generate(args: GenerateArgs, device: &Device) -> Result<()> {
+fn generate(args: GenerateArgs, sampler_given: bool, device: &Device) -> Result<()> {
     use hsa_pipeline::generate::{generate, GenerateRequest, Stage};
     use hsa_pipeline::video::{write_video, VideoFormat, VideoFrames};
     let start = std::time::Instant::now();
@@ -596,6 +616,17 @@ fn generate(args: GenerateArgs, device: &Device) -> Result<()> {
         (None, None) => anyhow::bail!("give --prompt or --prompt-file"),
     };
     let format = VideoFormat::from_path(&args.output)?;
+    let latents = match &args.latents {
+        Some(path) => {
+            let tensors = hsa_pipeline::io::load_tensors(path, device)?;
+            Some(hsa_pipeline::io::require(&tensors, "latents", path)?.clone())
+        }
+        None => None,
+    };
+    let mut sampler = args.sampler.options();
+    if !sampler_given {
+        sampler.sampler.clear(); // the model's default
+    }
     let request = GenerateRequest {
         model_dir: args.model.clone().unwrap_or_else(default_model_dir),
         prompt,
@@ -605,18 +636,21 @@ fn generate(args: GenerateArgs, device: &Device) -> Result<()> {
         steps: args.sampler.steps,
         shift: args.sampler.shift,
         guidance: args.sampler.guidance,
+        guidance_2: args.guidance_2,
         schedule: Some(args.sampler.schedule.parse()?),
         seed: args.seed,
-        sampler: args.sampler.options(),
+        sampler,
         dtype: args.dtype.map(Into::into),
+        latents,
+        skip_memory_check: args.ignore_memory_plan,
     };
     let bar = progress::steps_bar(1, "loading");
-    let mut stage = |s: Stage| {
-        bar.set_message(match s {
-            Stage::TextEncoding => "encoding text",
-            Stage::Sampling => "sampling",
-            Stage::Decoding => "decoding",
-        });
+    let mut stage = |s: Stage| match s {
+        Stage::Plan(plan) => bar.suspend(|| eprintln!("memory plan: {plan}")),
+        Stage::TextEncoding => bar.set_message("encoding text"),
+        Stage::Loading => bar.set_message("loading the model"),
+        Stage::Sampling => bar.set_message("sampling"),
+        Stage::Decoding { done, total } => progress::on_decode(&bar, done, total),
     };
     let mut step = |e: &hsa_core::StepEvent| {
         bar.set_length(e.steps as u64);
@@ -656,10 +690,12 @@ fn generate(args: GenerateArgs, device: &Device) -> Result<()> {
         hsa_pipeline::group_map::write_png(map, path)?;
     }
     println!(
-        "wrote {} ({f} frames {w}x{h} at {} fps); {}; total {:.2} s",
+        "wrote {} ({f} frames {w}x{h} at {} fps); {}; text {:.2} s, decode {:.2} s, total {:.2} s",
         args.output.display(),
         out.fps,
         progress::summary(&out.stats),
+        out.text_seconds,
+        out.decode_seconds,
         start.elapsed().as_secs_f64()
     );
     Ok(())

@@ -21,6 +21,22 @@ pub fn on_step(bar: &ProgressBar, e: &StepEvent) {
     bar.set_position((e.index + 1) as u64);
 }
 
+/// VAE decoding: the same bar counts latent frames (`done` of `total`).
+pub fn on_decode(bar: &ProgressBar, done: usize, total: usize) {
+    if done == 0 {
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} latent frames, {elapsed} elapsed, eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message("decoding");
+        bar.set_length(total as u64);
+    }
+    bar.set_position(done as u64);
+}
+
 /// `sampler hsa: 40 steps, NFE 80, token-step fraction 0.500, 12.3 s, peak 1.2 GiB`.
 pub fn summary(stats: &RunStats) -> String {
     let peak = hsa_pipeline::memory::peak_rss_bytes()

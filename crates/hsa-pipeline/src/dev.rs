@@ -94,7 +94,9 @@ pub fn sample(
     let inputs = SamplingInputs::load(&model, &req.inputs, guidance, device)?;
     let grid = inputs.grid;
     let (spec, warnings) = req.options.resolve(req.steps, grid.len())?;
-    let schedule = hsa_core::Schedule::new(req.schedule, req.steps, req.shift)?;
+    // UniPC runs on diffusers' UniPC flow sigmas unless another table was asked for.
+    let kind = req.options.schedule_kind(req.schedule);
+    let schedule = hsa_core::Schedule::new(kind, req.steps, req.shift)?;
     let mut den = inputs.denoiser(&model)?;
     let (latents, stats) = crate::sampling::run_sampler(
         &mut den,

@@ -1,81 +1,35 @@
 //! Prompt to video: text encoding, sampling with any sampler, decoding.
 //!
-//! Model folders are diffusers pipelines (model_index.json + components). The bundled model
-//! is a pixel-space Wan (no VAE) whose generation defaults live under `_hsa` in its
-//! model_index.json; real Wan checkpoints need the VAE decoder, which is not wired in yet.
+//! Model folders are diffusers pipelines (model_index.json + components, see
+//! [`crate::defaults`]): the bundled pixel-space Wan (no VAE), or latent Wan pipelines —
+//! Wan2.1 T2V, Wan2.2 TI2V-5B (text-to-video), Wan2.2 T2V-A14B (two experts) — decoded with
+//! the Wan VAE. [`generate`] runs the phases so that at most one big model is in memory at a
+//! time: text encoder (freed after encoding), DiT(s) (freed after sampling), VAE decoder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use hsa_core::{Denoiser, Guidance, RunStats, Schedule, ScheduleKind, StepEvent, TokenGrid};
+use hsa_core::{
+    ActiveSet, Branch, Denoiser, Guidance, IndicatorKind, RunStats, Schedule, ScheduleKind,
+    StepEvent, TokenGrid,
+};
 use hsa_models::text::{encode_text, Tokenizer};
 use hsa_models::umt5::UMT5Encoder;
-use hsa_models::wan::patch::{grid_for, unpatchify};
-use hsa_models::wan::{WanDenoiser, WanModel};
+use hsa_models::wan::patch::{grid_for, patchify, unpatchify};
+use hsa_models::wan::{WanDenoiser, WanExperts, WanModel, WanVae};
 
-use crate::sampling::{run_sampler, SamplerOptions};
+pub use crate::defaults::{ModelDefaults, ModelFolder, ModelKind, WAN_NEGATIVE_PROMPT};
+use crate::memory::{MemoryPlan, PlanInputs};
+use crate::sampling::{run_sampler, SamplerOptions, SamplerSpec};
 use crate::{PipelineError, Result};
-
-/// Generation defaults a model folder declares (`_hsa` in model_index.json).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-pub struct ModelDefaults {
-    /// Latent = pixels: no VAE (the bundled model).
-    #[serde(default)]
-    pub pixel_space: bool,
-    pub text_len: usize,
-    pub frames: usize,
-    pub height: usize,
-    pub width: usize,
-    pub fps: f64,
-    pub shift: f64,
-    pub guidance: f64,
-    pub steps: usize,
-}
-
-impl ModelDefaults {
-    /// Wan2.1 T2V defaults (wan-spec §3.1) for folders that declare none.
-    pub fn wan21_t2v() -> Self {
-        Self {
-            pixel_space: false,
-            text_len: 512,
-            frames: 81,
-            height: 480,
-            width: 832,
-            fps: 16.0,
-            shift: 5.0,
-            guidance: 5.0,
-            steps: 50,
-        }
-    }
-
-    /// Reads `_hsa` from `dir/model_index.json`, else the Wan2.1 defaults.
-    pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join("model_index.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| PipelineError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| PipelineError::Input {
-                path: path.clone(),
-                message: format!("malformed JSON: {e}"),
-            })?;
-        match json.get("_hsa") {
-            Some(v) => serde_json::from_value(v.clone()).map_err(|e| PipelineError::Input {
-                path,
-                message: format!("invalid _hsa section: {e}"),
-            }),
-            None => Ok(Self::wan21_t2v()),
-        }
-    }
-}
 
 /// One generation request; `None` fields take the model's defaults.
 #[derive(Debug, Clone, Default)]
 pub struct GenerateRequest {
     pub model_dir: PathBuf,
     pub prompt: String,
+    /// `None`: the model's default (the official Wan negative prompt for latent Wan models).
     pub negative_prompt: Option<String>,
     pub frames: Option<usize>,
     /// (width, height)
@@ -83,18 +37,35 @@ pub struct GenerateRequest {
     pub steps: Option<usize>,
     pub shift: Option<f64>,
     pub guidance: Option<f64>,
+    /// Wan2.2 A14B: guidance of the low-noise expert (default: `guidance` when given, else the
+    /// model's).
+    pub guidance_2: Option<f64>,
     pub schedule: Option<ScheduleKind>,
     pub seed: u64,
+    /// An empty sampler name picks the model's default (its scheduler class).
     pub sampler: SamplerOptions,
     pub dtype: Option<DType>,
+    /// Initial noise `[1, C, f, h, w]` in the sampler's space instead of seeded noise (parity
+    /// runs against other implementations).
+    pub latents: Option<Tensor>,
+    /// Skip the refusal when the memory plan exceeds the available memory.
+    pub skip_memory_check: bool,
 }
 
 /// Stages reported to the progress callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// The memory estimate, before anything large is loaded.
+    Plan(MemoryPlan),
     TextEncoding,
+    /// Loading the DiT(s).
+    Loading,
     Sampling,
-    Decoding,
+    /// `done` of `total` latent frames decoded (first reported with `done = 0`).
+    Decoding {
+        done: usize,
+        total: usize,
+    },
 }
 
 /// A generated clip.
@@ -107,6 +78,8 @@ pub struct Generated {
     pub warnings: Vec<String>,
     pub text_seconds: f64,
     pub sampling_seconds: f64,
+    pub decode_seconds: f64,
+    pub plan: MemoryPlan,
 }
 
 /// Standard normal noise of `shape`, bit-identical for a seed on every machine.
@@ -116,33 +89,11 @@ pub fn seeded_noise(shape: &[usize], seed: u64, device: &Device) -> Result<Tenso
     Ok(Tensor::from_vec(values, shape, device)?)
 }
 
-fn component(dir: &Path, name: &str) -> Result<PathBuf> {
-    let p = dir.join(name);
-    if p.exists() {
-        Ok(p)
-    } else {
-        Err(PipelineError::Input {
-            path: dir.to_path_buf(),
-            message: format!("missing component '{name}' (expected {})", p.display()),
-        })
-    }
-}
-
 /// Prompt embeddings: the conditional rows and, under CFG, the negative prompt's.
 #[derive(Debug, Clone)]
 pub struct PromptEmbeds {
     pub cond: Tensor,
     pub uncond: Option<Tensor>,
-}
-
-/// A loaded model folder: the DiT and the folder's defaults. The text stack is loaded only
-/// while prompts are encoded ([`LoadedModel::encode_prompts`]) and freed afterwards.
-pub struct LoadedModel {
-    pub dir: PathBuf,
-    pub defaults: ModelDefaults,
-    pub model: WanModel,
-    tokenizer_path: PathBuf,
-    encoder_dir: PathBuf,
 }
 
 /// Resolved per-run settings (no defaults left open).
@@ -154,87 +105,153 @@ pub struct RunSettings {
     pub steps: usize,
     pub shift: f64,
     pub guidance: Guidance,
+    /// The requested sigma table; [`LoadedModel::sample_latents`] maps it for the sampler
+    /// ([`SamplerOptions::schedule_kind`]: UniPC runs on diffusers' UniPC flow sigmas).
     pub schedule: ScheduleKind,
     pub seed: u64,
+    /// Initial noise `[1, C, f, h, w]`; `None`: seeded noise.
+    pub latents: Option<Tensor>,
 }
 
-/// One sampled clip before any output file is written.
-#[derive(Debug)]
-pub struct SampledVideo {
-    /// `[3, F, H, W]` f32 in [-1, 1].
-    pub video: Tensor,
-    pub stats: RunStats,
-    pub warnings: Vec<String>,
-    pub seconds: f64,
-}
-
-impl LoadedModel {
-    /// Loads the DiT of a pixel-space model folder (the bundled model's layout).
-    pub fn load(dir: &Path, dtype: Option<DType>, device: &Device) -> Result<Self> {
-        if !dir.is_dir() {
-            return Err(PipelineError::Io {
-                path: dir.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "model directory not found",
-                ),
-            });
+impl ModelFolder {
+    /// The request's sampler options with an empty name replaced by the model's default.
+    pub fn sampler_options(&self, o: &SamplerOptions) -> SamplerOptions {
+        let mut o = o.clone();
+        if o.sampler.is_empty() {
+            o.sampler = self.defaults.sampler.clone();
         }
-        let defaults = ModelDefaults::read(dir)?;
-        if !defaults.pixel_space {
-            return Err(PipelineError::Invalid(
-                "latent-space Wan checkpoints need the Wan VAE decoder, which hsa generate does not have yet; \
-                 use `hsa dev sample` on latents, or the bundled model"
-                    .into(),
-            ));
-        }
-        let transformer = component(dir, "transformer")?;
-        let tokenizer_path = component(dir, "tokenizer")?.join("tokenizer.json");
-        let encoder_dir = component(dir, "text_encoder")?;
-        let model = WanModel::load_dir(&transformer, Some(dtype.unwrap_or(DType::F32)), device)?;
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            defaults,
-            model,
-            tokenizer_path,
-            encoder_dir,
-        })
+        o
     }
 
     /// Fills the request's open fields from the folder's defaults.
     pub fn settings(&self, req: &GenerateRequest) -> Result<RunSettings> {
         let d = &self.defaults;
         let (width, height) = req.size.unwrap_or((d.width, d.height));
+        let scale = req.guidance.unwrap_or(d.guidance);
+        let mut guidance = Guidance::new(scale)?;
+        if let Some(ratio) = d.boundary_ratio {
+            let low = req
+                .guidance_2
+                .or(req.guidance)
+                .or(d.guidance_2)
+                .unwrap_or(scale);
+            guidance = guidance.with_low_noise(ratio * 1000.0, low)?;
+        } else if req.guidance_2.is_some() {
+            return Err(PipelineError::Invalid(
+                "--guidance-2 applies to two-expert models (Wan2.2 A14B) only".into(),
+            ));
+        }
+        let requested = req.schedule.unwrap_or(ScheduleKind::FlowMatchEuler);
         Ok(RunSettings {
             frames: req.frames.unwrap_or(d.frames),
             width,
             height,
             steps: req.steps.unwrap_or(d.steps),
             shift: req.shift.unwrap_or(d.shift),
-            guidance: Guidance::new(req.guidance.unwrap_or(d.guidance))?,
-            schedule: req.schedule.unwrap_or(ScheduleKind::FlowMatchEuler),
+            guidance,
+            schedule: requested,
             seed: req.seed,
+            latents: req.latents.clone(),
         })
     }
 
-    /// Encodes every prompt (and, when `with_uncond`, the negative prompt once). The text
-    /// encoder lives only inside this call.
+    /// Shape `[C, f, h, w]` of the sampler's state before patchifying: latents for VAE
+    /// models, pixels for pixel-space models; with a clear error when the clip size does not
+    /// fit the VAE or the patch.
+    pub fn state_shape(&self, s: &RunSettings) -> Result<[usize; 4]> {
+        let c = self.dit_config.out_channels;
+        let p = self.dit_config.patch_size;
+        let Some((_, vae)) = &self.vae else {
+            return Ok([c, s.frames, s.height, s.width]);
+        };
+        let (sp, tf) = (vae.spatial_factor(), vae.temporal_factor());
+        if s.frames == 0 || (s.frames - 1) % tf != 0 || (s.frames - 1) / tf % p[0] != 0 {
+            return Err(PipelineError::Invalid(format!(
+                "{} frames: this model makes {tf}k+1 frames (e.g. 5, 9, 17, 33, 81); use {} or {}",
+                s.frames,
+                1 + (s.frames.max(1) - 1) / tf * tf,
+                1 + (s.frames.max(1) - 1).div_ceil(tf) * tf
+            )));
+        }
+        let (mh, mw) = (sp * p[1], sp * p[2]);
+        if s.width == 0 || s.height == 0 || s.width % mw != 0 || s.height % mh != 0 {
+            return Err(PipelineError::Invalid(format!(
+                "size {}x{}: width and height must be positive multiples of {mw} and {mh} for this model \
+                 (VAE x{sp}, patch {}x{})",
+                s.width, s.height, p[2], p[1]
+            )));
+        }
+        Ok([c, (s.frames - 1) / tf + 1, s.height / sp, s.width / sp])
+    }
+
+    /// The token grid of a clip size, with a clear error when the size does not fit.
+    pub fn grid(&self, s: &RunSettings) -> Result<TokenGrid> {
+        let [_, f, h, w] = self.state_shape(s)?;
+        let p = self.dit_config.patch_size;
+        grid_for(f, h, w, p).map_err(|_| {
+            PipelineError::Invalid(format!(
+                "size {}x{} with {} frames does not fit the model's patch {p:?}: width and height must be multiples of {} and {}",
+                s.width, s.height, s.frames, p[2], p[1]
+            ))
+        })
+    }
+
+    /// Dtype the DiT computes in (the request's, else f32).
+    fn dit_dtype(dtype: Option<DType>) -> DType {
+        dtype.unwrap_or(DType::F32)
+    }
+
+    /// The text encoder runs in f32, or bf16 when the DiT is asked for a half dtype (umT5
+    /// overflows in f16).
+    fn text_dtype(dtype: Option<DType>) -> DType {
+        match dtype {
+            Some(DType::BF16) | Some(DType::F16) => DType::BF16,
+            _ => DType::F32,
+        }
+    }
+
+    /// The memory plan of a run of `sampler` (already defaulted) at `s`.
+    pub fn memory_plan(
+        &self,
+        s: &RunSettings,
+        sampler: &str,
+        dtype: Option<DType>,
+    ) -> Result<MemoryPlan> {
+        let grid = self.grid(s)?;
+        let text = self.text_config();
+        Ok(crate::memory::plan(&PlanInputs {
+            dit: &self.dit_config,
+            experts: self.transformers.len(),
+            dit_bytes: Self::dit_dtype(dtype).size_in_bytes(),
+            tokens: grid.len(),
+            branches: if s.guidance.uses_uncond() { 2 } else { 1 },
+            kv_cache: matches!(sampler, "hsa" | "ras"),
+            text: &text,
+            text_bytes: Self::text_dtype(dtype).size_in_bytes(),
+            text_len: self.defaults.text_len,
+            vae: self
+                .vae
+                .as_ref()
+                .map(|(_, c)| (c, s.frames, s.height, s.width)),
+        }))
+    }
+
+    /// Encodes every prompt (and, when `with_uncond`, the negative prompt once; `None` takes
+    /// the model's default). The text encoder lives only inside this call.
     pub fn encode_prompts(
         &self,
         prompts: &[&str],
         negative: Option<&str>,
         with_uncond: bool,
+        dtype: Option<DType>,
+        device: &Device,
     ) -> Result<Vec<PromptEmbeds>> {
-        let device = self.model.device().clone();
         let tokenizer =
-            Tokenizer::from_file(&self.tokenizer_path)?.with_text_len(self.defaults.text_len)?;
-        let encoder = UMT5Encoder::load(&self.encoder_dir, DType::F32, &device)?;
+            Tokenizer::from_file(&self.tokenizer)?.with_text_len(self.defaults.text_len)?;
+        let encoder = UMT5Encoder::load(&self.text_encoder, Self::text_dtype(dtype), device)?;
         let uncond = if with_uncond {
-            Some(encode_text(
-                &encoder,
-                &tokenizer,
-                &[negative.unwrap_or("")],
-            )?)
+            let neg = negative.unwrap_or(&self.defaults.negative_prompt);
+            Some(encode_text(&encoder, &tokenizer, &[neg])?)
         } else {
             None
         };
@@ -249,33 +266,219 @@ impl LoadedModel {
             .collect()
     }
 
-    /// The token grid of a clip size, with a clear error when the size does not fit the patch.
-    pub fn grid(&self, s: &RunSettings) -> Result<TokenGrid> {
-        let p = self.model.config().patch_size;
-        grid_for(s.frames, s.height, s.width, p).map_err(|_| {
-            PipelineError::Invalid(format!(
-                "size {}x{} with {} frames does not fit the model's patch {p:?}: width and height must be multiples of {} and {}",
-                s.width, s.height, s.frames, p[2], p[1]
-            ))
+    /// Loads the VAE decoder (latent models), computing in f32 as Wan does.
+    pub fn load_vae(&self, device: &Device) -> Result<Option<WanVae>> {
+        self.vae
+            .as_ref()
+            .map(|(dir, _)| Ok(WanVae::load_decoder(dir, DType::F32, device)?))
+            .transpose()
+    }
+}
+
+/// The denoiser of one run: one DiT, or Wan2.2 A14B's two experts.
+pub enum RunDenoiser<'a> {
+    Single(WanDenoiser<'a>),
+    Experts(WanExperts<'a>),
+}
+
+impl RunDenoiser<'_> {
+    fn inner(&mut self) -> &mut dyn Denoiser {
+        match self {
+            RunDenoiser::Single(d) => d,
+            RunDenoiser::Experts(d) => d,
+        }
+    }
+}
+
+impl Denoiser for RunDenoiser<'_> {
+    fn grid(&self) -> TokenGrid {
+        match self {
+            RunDenoiser::Single(d) => d.grid(),
+            RunDenoiser::Experts(d) => d.grid(),
+        }
+    }
+    fn token_dim(&self) -> usize {
+        match self {
+            RunDenoiser::Single(d) => d.token_dim(),
+            RunDenoiser::Experts(d) => d.token_dim(),
+        }
+    }
+    fn has_uncond(&self) -> bool {
+        match self {
+            RunDenoiser::Single(d) => d.has_uncond(),
+            RunDenoiser::Experts(d) => d.has_uncond(),
+        }
+    }
+    fn reset(&mut self) -> hsa_core::Result<()> {
+        self.inner().reset()
+    }
+    fn velocity(
+        &mut self,
+        x: &Tensor,
+        timestep: f64,
+        branch: Branch,
+        active: Option<&ActiveSet>,
+    ) -> hsa_core::Result<Tensor> {
+        self.inner().velocity(x, timestep, branch, active)
+    }
+    fn timestep_indicator(
+        &mut self,
+        timestep: f64,
+        kind: IndicatorKind,
+    ) -> hsa_core::Result<Option<Tensor>> {
+        self.inner().timestep_indicator(timestep, kind)
+    }
+    fn enable_residual_capture(&mut self) -> hsa_core::Result<()> {
+        self.inner().enable_residual_capture()
+    }
+    fn velocity_reusing_residual(
+        &mut self,
+        x: &Tensor,
+        timestep: f64,
+        branch: Branch,
+    ) -> hsa_core::Result<Tensor> {
+        self.inner().velocity_reusing_residual(x, timestep, branch)
+    }
+}
+
+/// A loaded model folder: the DiT(s), the folder's defaults and (when loaded) the VAE. The
+/// text stack is loaded only while prompts are encoded ([`LoadedModel::encode_prompts`]).
+pub struct LoadedModel {
+    pub dir: PathBuf,
+    pub defaults: ModelDefaults,
+    /// The DiT, or Wan2.2 A14B's high-noise expert.
+    pub model: WanModel,
+    /// Wan2.2 A14B's low-noise expert.
+    pub model_2: Option<WanModel>,
+    pub vae: Option<WanVae>,
+    pub folder: ModelFolder,
+    dtype: Option<DType>,
+}
+
+/// Sampler output before decoding.
+#[derive(Debug)]
+pub struct SampledLatents {
+    /// `[1, C, f, h, w]` f32: latents (VAE models) or pixels (pixel-space models).
+    pub latents: Tensor,
+    pub stats: RunStats,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+/// One sampled clip before any output file is written.
+#[derive(Debug)]
+pub struct SampledVideo {
+    /// `[3, F, H, W]` f32 in [-1, 1].
+    pub video: Tensor,
+    pub stats: RunStats,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+/// `[1, C, F, H, W]` pixels of any range → `[C, F, H, W]` in [-1, 1] (pixel-space models).
+fn pixels(latents: &Tensor) -> Result<Tensor> {
+    Ok(latents.squeeze(0)?.clamp(-1f32, 1f32)?)
+}
+
+/// VAE decode of sampler-space latents `[1, z, f, h, w]` → `[3, F, H, W]`, one latent frame at
+/// a time; `progress(done, total)` after each.
+pub fn decode_latents(
+    vae: &WanVae,
+    latents: &Tensor,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Tensor> {
+    let z = vae.denormalize_latents(latents)?;
+    let video = vae.decode_with_progress(&z, 1, |d, t| progress(d, t))?;
+    Ok(video.squeeze(0)?.to_dtype(DType::F32)?)
+}
+
+impl LoadedModel {
+    /// Loads the DiT(s) and the VAE decoder of a model folder.
+    pub fn load(dir: &std::path::Path, dtype: Option<DType>, device: &Device) -> Result<Self> {
+        Self::from_folder(ModelFolder::open(dir)?, dtype, device, true)
+    }
+
+    /// Loads the DiT(s) of an opened folder, and the VAE when `with_vae`.
+    pub fn from_folder(
+        folder: ModelFolder,
+        dtype: Option<DType>,
+        device: &Device,
+        with_vae: bool,
+    ) -> Result<Self> {
+        let dt = Some(ModelFolder::dit_dtype(dtype));
+        let model = WanModel::load_dir(&folder.transformers[0], dt, device)?;
+        let model_2 = folder
+            .transformers
+            .get(1)
+            .map(|t| WanModel::load_dir(t, dt, device))
+            .transpose()?;
+        let vae = if with_vae {
+            folder.load_vae(device)?
+        } else {
+            None
+        };
+        Ok(Self {
+            dir: folder.dir.clone(),
+            defaults: folder.defaults.clone(),
+            model,
+            model_2,
+            vae,
+            folder,
+            dtype,
         })
     }
 
-    /// The denoiser, seeded initial noise (`[N, P]`) and schedule of one run: what every sampler
-    /// starts from (also used to calibrate TeaCache on this model).
+    /// Fills the request's open fields from the folder's defaults.
+    pub fn settings(&self, req: &GenerateRequest) -> Result<RunSettings> {
+        self.folder.settings(req)
+    }
+
+    /// Encodes every prompt (and, when `with_uncond`, the negative prompt once; `None` takes
+    /// the model's default). The text encoder lives only inside this call.
+    pub fn encode_prompts(
+        &self,
+        prompts: &[&str],
+        negative: Option<&str>,
+        with_uncond: bool,
+    ) -> Result<Vec<PromptEmbeds>> {
+        self.folder.encode_prompts(
+            prompts,
+            negative,
+            with_uncond,
+            self.dtype,
+            self.model.device(),
+        )
+    }
+
+    /// The token grid of a clip size, with a clear error when the size does not fit.
+    pub fn grid(&self, s: &RunSettings) -> Result<TokenGrid> {
+        self.folder.grid(s)
+    }
+
+    /// The denoiser, initial noise (`[N, P]`: the settings' latents, else seeded) and
+    /// schedule (`s.schedule`) of one run: what every sampler starts from (also used to
+    /// calibrate TeaCache on this model).
     pub fn prepare<'a>(
         &'a self,
         embeds: &'a PromptEmbeds,
         s: &RunSettings,
-    ) -> Result<(WanDenoiser<'a>, Tensor, Schedule)> {
+    ) -> Result<(RunDenoiser<'a>, Tensor, Schedule)> {
         let cfg = self.model.config();
         let grid = self.grid(s)?;
         let schedule = Schedule::new(s.schedule, s.steps, s.shift)?;
-        let noise = seeded_noise(
-            &[1, cfg.out_channels, s.frames, s.height, s.width],
-            s.seed,
-            self.model.device(),
-        )?;
-        let noise = hsa_models::wan::patch::patchify(&noise, cfg.patch_size)?.squeeze(0)?;
+        let [c, f, h, w] = self.folder.state_shape(s)?;
+        let shape = [1, c, f, h, w];
+        let noise = match &s.latents {
+            None => seeded_noise(&shape, s.seed, self.model.device())?,
+            Some(l) if l.dims() == shape => l.to_dtype(DType::F32)?,
+            Some(l) => {
+                return Err(PipelineError::Invalid(format!(
+                    "initial latents have shape {:?}; this run needs {shape:?}",
+                    l.dims()
+                )))
+            }
+        };
+        let noise = patchify(&noise, cfg.patch_size)?.squeeze(0)?;
         let uncond = if s.guidance.uses_uncond() {
             Some(embeds.uncond.as_ref().ok_or_else(|| {
                 PipelineError::Invalid("guidance > 1 needs the negative prompt's embeddings".into())
@@ -283,11 +486,76 @@ impl LoadedModel {
         } else {
             None
         };
-        let den = WanDenoiser::new(&self.model, grid, &embeds.cond, uncond, None)?;
+        let den = |m: &'a WanModel| WanDenoiser::new(m, grid, &embeds.cond, uncond, None);
+        let den = match (&self.model_2, self.defaults.boundary_ratio) {
+            (Some(low), Some(ratio)) => RunDenoiser::Experts(WanExperts::new(
+                den(&self.model)?,
+                den(low)?,
+                ratio * 1000.0,
+            )?),
+            _ => RunDenoiser::Single(den(&self.model)?),
+        };
         Ok((den, noise, schedule))
     }
 
-    /// Samples one clip from seeded noise with `sampler`.
+    /// Samples one clip with `sampler` (an empty name: the model's default) and returns the
+    /// sampler-space result `[1, C, f, h, w]`.
+    pub fn sample_latents(
+        &self,
+        embeds: &PromptEmbeds,
+        s: &RunSettings,
+        sampler: &SamplerOptions,
+        on_step: &mut dyn FnMut(&StepEvent),
+    ) -> Result<SampledLatents> {
+        let start = Instant::now();
+        let sampler = self.folder.sampler_options(sampler);
+        let s = RunSettings {
+            schedule: sampler.schedule_kind(s.schedule),
+            ..s.clone()
+        };
+        let (mut den, noise, schedule) = self.prepare(embeds, &s)?;
+        let grid = den.grid();
+        let (mut spec, warnings) = sampler.resolve(s.steps, grid.len())?;
+        if let (Some(_), Some(ratio)) = (&self.model_2, self.defaults.boundary_ratio) {
+            // Each expert has its own K/V cache: the first step after the switch is dense.
+            let switch: Vec<usize> = schedule
+                .expert_switch_step(ratio * 1000.0)
+                .into_iter()
+                .collect();
+            match &mut spec {
+                SamplerSpec::Hsa(c) => c.switch_steps = switch,
+                SamplerSpec::Ras(c) => c.switch_steps = switch,
+                SamplerSpec::TeaCache(c) => c.switch_steps = switch,
+                SamplerSpec::Fm | SamplerSpec::UniPc => {}
+            }
+        }
+        let (latents, stats) =
+            run_sampler(&mut den, &noise, &schedule, s.guidance, &spec, on_step)?;
+        let latents = unpatchify(&latents.unsqueeze(0)?, grid, self.model.config().patch_size)?;
+        Ok(SampledLatents {
+            latents,
+            stats,
+            warnings,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Sampler output → video `[3, F, H, W]` in [-1, 1] (VAE decode for latent models).
+    pub fn decode(
+        &self,
+        latents: &Tensor,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Tensor> {
+        match (&self.folder.vae, &self.vae) {
+            (None, _) => pixels(latents),
+            (Some(_), Some(vae)) => decode_latents(vae, latents, progress),
+            (Some(_), None) => Err(PipelineError::Invalid(
+                "this model was loaded without its VAE".into(),
+            )),
+        }
+    }
+
+    /// Samples and decodes one clip with `sampler`.
     pub fn sample(
         &self,
         embeds: &PromptEmbeds,
@@ -296,55 +564,93 @@ impl LoadedModel {
         on_step: &mut dyn FnMut(&StepEvent),
     ) -> Result<SampledVideo> {
         let start = Instant::now();
-        let (mut den, noise, schedule) = self.prepare(embeds, s)?;
-        let grid = den.grid();
-        let (spec, warnings) = sampler.resolve(s.steps, grid.len())?;
-        let (latents, stats) =
-            run_sampler(&mut den, &noise, &schedule, s.guidance, &spec, on_step)?;
-        let video = unpatchify(&latents.unsqueeze(0)?, grid, self.model.config().patch_size)?
-            .squeeze(0)?
-            .clamp(-1f32, 1f32)?;
+        let out = self.sample_latents(embeds, s, sampler, on_step)?;
+        let video = self.decode(&out.latents, &mut |_, _| {})?;
         Ok(SampledVideo {
             video,
-            stats,
-            warnings,
+            stats: out.stats,
+            warnings: out.warnings,
             seconds: start.elapsed().as_secs_f64(),
         })
     }
 }
 
+/// The memory plan of `req`, and the settings and sampler it was computed for (reads configs
+/// only).
+pub fn memory_plan(req: &GenerateRequest) -> Result<MemoryPlan> {
+    let folder = ModelFolder::open(&req.model_dir)?;
+    let s = folder.settings(req)?;
+    folder.memory_plan(&s, &folder.sampler_options(&req.sampler).sampler, req.dtype)
+}
+
 /// Runs text encoding, sampling and decoding. `on_step` sees sampler steps; `on_stage` stage
-/// changes.
+/// changes and decoding progress. Checks every argument and the memory plan before loading
+/// anything large; on the CPU a run whose plan exceeds the available memory is refused.
 pub fn generate(
     req: &GenerateRequest,
     device: &Device,
     on_stage: &mut dyn FnMut(Stage),
     on_step: &mut dyn FnMut(&StepEvent),
 ) -> Result<Generated> {
-    let loaded = LoadedModel::load(&req.model_dir, req.dtype, device)?;
-    let settings = loaded.settings(req)?;
-    loaded.grid(&settings)?;
+    let folder = ModelFolder::open(&req.model_dir)?;
+    let settings = folder.settings(req)?;
+    let grid = folder.grid(&settings)?;
+    let sampler = folder.sampler_options(&req.sampler);
+    sampler.resolve(settings.steps, grid.len())?;
+    let plan = folder.memory_plan(&settings, &sampler.sampler, req.dtype)?;
+    on_stage(Stage::Plan(plan));
+    if device.is_cpu() && !req.skip_memory_check {
+        if let Some(available) = crate::memory::available_bytes() {
+            plan.check(available).map_err(PipelineError::Invalid)?;
+        }
+    }
 
     on_stage(Stage::TextEncoding);
     let start = Instant::now();
-    let embeds = loaded
+    let embeds = folder
         .encode_prompts(
             &[req.prompt.as_str()],
             req.negative_prompt.as_deref(),
             settings.guidance.uses_uncond(),
+            req.dtype,
+            device,
         )?
         .remove(0);
     let text_seconds = start.elapsed().as_secs_f64();
 
+    on_stage(Stage::Loading);
+    let loaded = LoadedModel::from_folder(folder, req.dtype, device, false)?;
     on_stage(Stage::Sampling);
-    let out = loaded.sample(&embeds, &settings, &req.sampler, on_step)?;
-    on_stage(Stage::Decoding);
+    let out = loaded.sample_latents(&embeds, &settings, &sampler, on_step)?;
+    let LoadedModel {
+        folder,
+        defaults,
+        model,
+        model_2,
+        vae,
+        ..
+    } = loaded;
+    drop((model, model_2, vae)); // free the DiT(s) before the VAE loads
+
+    let start = Instant::now();
+    let video = match folder.load_vae(device)? {
+        None => pixels(&out.latents)?,
+        Some(vae) => {
+            let total = out.latents.dim(2)?;
+            on_stage(Stage::Decoding { done: 0, total });
+            decode_latents(&vae, &out.latents, &mut |done, total| {
+                on_stage(Stage::Decoding { done, total })
+            })?
+        }
+    };
     Ok(Generated {
-        video: out.video,
-        fps: loaded.defaults.fps,
+        video,
+        fps: defaults.fps,
         stats: out.stats,
         warnings: out.warnings,
         text_seconds,
         sampling_seconds: out.seconds,
+        decode_seconds: start.elapsed().as_secs_f64(),
+        plan,
     })
 }

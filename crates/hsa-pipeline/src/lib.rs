@@ -3,6 +3,7 @@
 //! This crate wires models (`hsa-models`) to samplers (`hsa-core`); neither of those knows
 //! about the other.
 
+pub mod defaults;
 pub mod dev;
 pub mod error;
 pub mod generate;

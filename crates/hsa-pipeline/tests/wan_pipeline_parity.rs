@@ -1,0 +1,148 @@
+//! `generate` on a latent-space Wan pipeline end to end — umT5 text encoder, DiT, sampler, Wan
+//! VAE decode — against a tiny random diffusers `WanPipeline` run from the same initial
+//! latents (tests/fixtures/wan_pipeline, made by tools/fixtures/make_wan_pipeline_fixtures.py).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use hsa_pipeline::generate::{generate, GenerateRequest, ModelFolder, Stage};
+use hsa_pipeline::sampling::SamplerOptions;
+
+const PROMPT: &str = "A red fox runs across a snowy field, cinematic lighting";
+const NEGATIVE: &str = "blurry, static, low quality";
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/wan_pipeline")
+}
+
+fn io() -> HashMap<String, Tensor> {
+    hsa_pipeline::io::load_tensors(&fixture().join("io.safetensors"), &Device::Cpu).unwrap()
+}
+
+/// The fixture's settings (io.json): 32x32, 5 frames, 4 steps, guidance 4, its latents.
+fn request(sampler: &str) -> GenerateRequest {
+    GenerateRequest {
+        model_dir: fixture().join("tiny"),
+        prompt: PROMPT.into(),
+        negative_prompt: Some(NEGATIVE.into()),
+        frames: Some(5),
+        size: Some((32, 32)),
+        steps: Some(4),
+        guidance: Some(4.0),
+        sampler: SamplerOptions {
+            sampler: sampler.into(),
+            ..Default::default()
+        },
+        latents: Some(io()["latents"].clone()),
+        ..Default::default()
+    }
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Generates and returns the video as diffusers' `output_type="np"`: `[F, H, W, 3]` in [0, 1].
+fn run(req: &GenerateRequest) -> (Tensor, Vec<Stage>) {
+    let mut stages = Vec::new();
+    let out = generate(req, &Device::Cpu, &mut |s| stages.push(s), &mut |_| {}).unwrap();
+    let v = ((out.video / 2.0).unwrap() + 0.5)
+        .unwrap()
+        .clamp(0f32, 1f32)
+        .unwrap()
+        .permute((1, 2, 3, 0))
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    (v, stages)
+}
+
+#[test]
+fn unipc_video_equals_diffusers() {
+    let want = io()["video_unipc"].clone();
+    // Explicit unipc, and the default sampler (the folder's UniPCMultistepScheduler).
+    for sampler in ["unipc", ""] {
+        let (video, stages) = run(&request(sampler));
+        let err = max_abs(&video, &want);
+        eprintln!("unipc ({sampler:?}): max abs error {err:.2e}");
+        assert!(err <= 1e-3, "sampler {sampler:?}: max abs error {err}");
+        // Stages in order, decoding reported per latent frame (2 latent frames).
+        assert!(matches!(stages[0], Stage::Plan(_)));
+        assert_eq!(stages[1], Stage::TextEncoding);
+        let decoded: Vec<_> = stages
+            .iter()
+            .filter_map(|s| match s {
+                Stage::Decoding { done, total } => Some((*done, *total)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(decoded, vec![(0, 2), (1, 2), (2, 2)]);
+    }
+}
+
+#[test]
+fn euler_video_equals_diffusers() {
+    // `fm` runs diffusers' FlowMatchEulerDiscreteScheduler(shift) table at the model's shift.
+    let (video, _) = run(&request("fm"));
+    let err = max_abs(&video, &io()["video_euler"]);
+    eprintln!("fm: max abs error {err:.2e}");
+    assert!(err <= 1e-3, "max abs error {err}");
+}
+
+#[test]
+fn prompt_embeddings_equal_diffusers() {
+    let folder = ModelFolder::open(&fixture().join("tiny")).unwrap();
+    let e = folder
+        .encode_prompts(&[PROMPT], Some(NEGATIVE), true, None, &Device::Cpu)
+        .unwrap()
+        .remove(0);
+    let fx = io();
+    let err_c = max_abs(&e.cond, &fx["prompt_embeds"]);
+    let err_u = max_abs(e.uncond.as_ref().unwrap(), &fx["negative_prompt_embeds"]);
+    assert!(err_c < 1e-4 && err_u < 1e-4, "{err_c} {err_u}");
+}
+
+#[test]
+fn hsa_runs_on_the_pipeline() {
+    let mut req = request("hsa");
+    req.steps = Some(8);
+    req.sampler.budget = Some("0.5".into());
+    let out = generate(&req, &Device::Cpu, &mut |_| {}, &mut |_| {}).unwrap();
+    assert_eq!(out.video.dims(), &[3, 5, 32, 32]);
+    assert!(out.stats.token_step_fraction < 1.0);
+    assert!(out.plan.kv_cache > 0);
+}
+
+#[test]
+fn bad_requests_are_refused_before_loading() {
+    let cases: Vec<(Box<dyn Fn(&mut GenerateRequest)>, &str)> = vec![
+        (Box::new(|r| r.frames = Some(6)), "4k+1"),
+        (Box::new(|r| r.size = Some((40, 32))), "multiples of 16"),
+        (
+            Box::new(|r| r.sampler.sampler = "bogus".into()),
+            "unknown sampler",
+        ),
+        (
+            Box::new(|r| r.frames = Some(9)),
+            "initial latents have shape",
+        ),
+        (Box::new(|r| r.guidance_2 = Some(2.0)), "two-expert"),
+    ];
+    for (edit, needle) in cases {
+        let mut req = request("unipc");
+        edit(&mut req);
+        let err = generate(&req, &Device::Cpu, &mut |_| {}, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+}
