@@ -14,13 +14,11 @@ use hsa_core::{
     ActiveSet, Branch, Denoiser, Guidance, IndicatorKind, RunStats, Schedule, ScheduleKind,
     StepEvent, TokenGrid,
 };
-use hsa_models::text::{encode_text, Tokenizer};
-use hsa_models::umt5::UMT5Encoder;
-use hsa_models::wan::patch::{grid_for, patchify, unpatchify};
+use hsa_models::wan::patch::{patchify, unpatchify};
 use hsa_models::wan::{WanDenoiser, WanExperts, WanModel, WanVae};
 
 pub use crate::defaults::{ModelDefaults, ModelFolder, ModelKind, WAN_NEGATIVE_PROMPT};
-use crate::memory::{MemoryPlan, PlanInputs};
+use crate::memory::MemoryPlan;
 use crate::sampling::{run_sampler, SamplerOptions, SamplerSpec};
 use crate::{PipelineError, Result};
 
@@ -111,168 +109,6 @@ pub struct RunSettings {
     pub seed: u64,
     /// Initial noise `[1, C, f, h, w]`; `None`: seeded noise.
     pub latents: Option<Tensor>,
-}
-
-impl ModelFolder {
-    /// The request's sampler options with an empty name replaced by the model's default.
-    pub fn sampler_options(&self, o: &SamplerOptions) -> SamplerOptions {
-        let mut o = o.clone();
-        if o.sampler.is_empty() {
-            o.sampler = self.defaults.sampler.clone();
-        }
-        o
-    }
-
-    /// Fills the request's open fields from the folder's defaults.
-    pub fn settings(&self, req: &GenerateRequest) -> Result<RunSettings> {
-        let d = &self.defaults;
-        let (width, height) = req.size.unwrap_or((d.width, d.height));
-        let scale = req.guidance.unwrap_or(d.guidance);
-        let mut guidance = Guidance::new(scale)?;
-        if let Some(ratio) = d.boundary_ratio {
-            let low = req
-                .guidance_2
-                .or(req.guidance)
-                .or(d.guidance_2)
-                .unwrap_or(scale);
-            guidance = guidance.with_low_noise(ratio * 1000.0, low)?;
-        } else if req.guidance_2.is_some() {
-            return Err(PipelineError::Invalid(
-                "--guidance-2 applies to two-expert models (Wan2.2 A14B) only".into(),
-            ));
-        }
-        let requested = req.schedule.unwrap_or(ScheduleKind::FlowMatchEuler);
-        Ok(RunSettings {
-            frames: req.frames.unwrap_or(d.frames),
-            width,
-            height,
-            steps: req.steps.unwrap_or(d.steps),
-            shift: req.shift.unwrap_or(d.shift),
-            guidance,
-            schedule: requested,
-            seed: req.seed,
-            latents: req.latents.clone(),
-        })
-    }
-
-    /// Shape `[C, f, h, w]` of the sampler's state before patchifying: latents for VAE
-    /// models, pixels for pixel-space models; with a clear error when the clip size does not
-    /// fit the VAE or the patch.
-    pub fn state_shape(&self, s: &RunSettings) -> Result<[usize; 4]> {
-        let c = self.dit_config.out_channels;
-        let p = self.dit_config.patch_size;
-        let Some((_, vae)) = &self.vae else {
-            return Ok([c, s.frames, s.height, s.width]);
-        };
-        let (sp, tf) = (vae.spatial_factor(), vae.temporal_factor());
-        if s.frames == 0 || (s.frames - 1) % tf != 0 || (s.frames - 1) / tf % p[0] != 0 {
-            return Err(PipelineError::Invalid(format!(
-                "{} frames: this model makes {tf}k+1 frames (e.g. 5, 9, 17, 33, 81); use {} or {}",
-                s.frames,
-                1 + (s.frames.max(1) - 1) / tf * tf,
-                1 + (s.frames.max(1) - 1).div_ceil(tf) * tf
-            )));
-        }
-        let (mh, mw) = (sp * p[1], sp * p[2]);
-        if s.width == 0 || s.height == 0 || s.width % mw != 0 || s.height % mh != 0 {
-            return Err(PipelineError::Invalid(format!(
-                "size {}x{}: width and height must be positive multiples of {mw} and {mh} for this model \
-                 (VAE x{sp}, patch {}x{})",
-                s.width, s.height, p[2], p[1]
-            )));
-        }
-        Ok([c, (s.frames - 1) / tf + 1, s.height / sp, s.width / sp])
-    }
-
-    /// The token grid of a clip size, with a clear error when the size does not fit.
-    pub fn grid(&self, s: &RunSettings) -> Result<TokenGrid> {
-        let [_, f, h, w] = self.state_shape(s)?;
-        let p = self.dit_config.patch_size;
-        grid_for(f, h, w, p).map_err(|_| {
-            PipelineError::Invalid(format!(
-                "size {}x{} with {} frames does not fit the model's patch {p:?}: width and height must be multiples of {} and {}",
-                s.width, s.height, s.frames, p[2], p[1]
-            ))
-        })
-    }
-
-    /// Dtype the DiT computes in (the request's, else f32).
-    fn dit_dtype(dtype: Option<DType>) -> DType {
-        dtype.unwrap_or(DType::F32)
-    }
-
-    /// The text encoder runs in f32, or bf16 when the DiT is asked for a half dtype (umT5
-    /// overflows in f16).
-    fn text_dtype(dtype: Option<DType>) -> DType {
-        match dtype {
-            Some(DType::BF16) | Some(DType::F16) => DType::BF16,
-            _ => DType::F32,
-        }
-    }
-
-    /// The memory plan of a run of `sampler` (already defaulted) at `s`.
-    pub fn memory_plan(
-        &self,
-        s: &RunSettings,
-        sampler: &str,
-        dtype: Option<DType>,
-    ) -> Result<MemoryPlan> {
-        let grid = self.grid(s)?;
-        let text = self.text_config();
-        Ok(crate::memory::plan(&PlanInputs {
-            dit: &self.dit_config,
-            experts: self.transformers.len(),
-            dit_bytes: Self::dit_dtype(dtype).size_in_bytes(),
-            tokens: grid.len(),
-            branches: if s.guidance.uses_uncond() { 2 } else { 1 },
-            kv_cache: matches!(sampler, "hsa" | "ras"),
-            text: &text,
-            text_bytes: Self::text_dtype(dtype).size_in_bytes(),
-            text_len: self.defaults.text_len,
-            vae: self
-                .vae
-                .as_ref()
-                .map(|(_, c)| (c, s.frames, s.height, s.width)),
-        }))
-    }
-
-    /// Encodes every prompt (and, when `with_uncond`, the negative prompt once; `None` takes
-    /// the model's default). The text encoder lives only inside this call.
-    pub fn encode_prompts(
-        &self,
-        prompts: &[&str],
-        negative: Option<&str>,
-        with_uncond: bool,
-        dtype: Option<DType>,
-        device: &Device,
-    ) -> Result<Vec<PromptEmbeds>> {
-        let tokenizer =
-            Tokenizer::from_file(&self.tokenizer)?.with_text_len(self.defaults.text_len)?;
-        let encoder = UMT5Encoder::load(&self.text_encoder, Self::text_dtype(dtype), device)?;
-        let uncond = if with_uncond {
-            let neg = negative.unwrap_or(&self.defaults.negative_prompt);
-            Some(encode_text(&encoder, &tokenizer, &[neg])?)
-        } else {
-            None
-        };
-        prompts
-            .iter()
-            .map(|p| {
-                Ok(PromptEmbeds {
-                    cond: encode_text(&encoder, &tokenizer, &[*p])?,
-                    uncond: uncond.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// Loads the VAE decoder (latent models), computing in f32 as Wan does.
-    pub fn load_vae(&self, device: &Device) -> Result<Option<WanVae>> {
-        self.vae
-            .as_ref()
-            .map(|(dir, _)| Ok(WanVae::load_decoder(dir, DType::F32, device)?))
-            .transpose()
-    }
 }
 
 /// The denoiser of one run: one DiT, or Wan2.2 A14B's two experts.

@@ -146,3 +146,61 @@ fn bad_requests_are_refused_before_loading() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
 }
+
+/// A copy of the tiny pipeline as a Wan2.2 A14B folder: `transformer_2/` (the same DiT as
+/// `transformer/`) and `boundary_ratio` in model_index.json.
+fn two_expert_copy(dir: &std::path::Path) -> PathBuf {
+    let src = fixture().join("tiny");
+    let dst = dir.join("a14b");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_dir() {
+            let to = dst.join(entry.file_name());
+            std::fs::create_dir_all(&to).unwrap();
+            for f in std::fs::read_dir(entry.path()).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+            }
+        }
+    }
+    let t2 = dst.join("transformer_2");
+    std::fs::create_dir_all(&t2).unwrap();
+    for f in std::fs::read_dir(src.join("transformer")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), t2.join(f.file_name())).unwrap();
+    }
+    let index = std::fs::read_to_string(src.join("model_index.json")).unwrap();
+    let index = index.replace("\"boundary_ratio\": null", "\"boundary_ratio\": 0.9");
+    std::fs::write(dst.join("model_index.json"), index).unwrap();
+    dst
+}
+
+#[test]
+fn two_experts_switch_at_the_boundary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = two_expert_copy(tmp.path());
+    let folder = ModelFolder::open(&dir).unwrap();
+    assert_eq!(folder.kind, hsa_pipeline::generate::ModelKind::Wan22A14b);
+    assert_eq!(folder.defaults.boundary_ratio, Some(0.9));
+    assert_eq!(
+        (folder.defaults.steps, folder.defaults.guidance_2),
+        (40, Some(3.0))
+    );
+    // Identical experts and one guidance scale: the single-DiT video.
+    let mut req = request("unipc");
+    req.model_dir = dir.clone();
+    let (video, _) = run(&req);
+    let err = max_abs(&video, &io()["video_unipc"]);
+    assert!(err <= 1e-3, "max abs error {err}");
+    // A second guidance scale below the boundary changes the clip.
+    req.guidance_2 = Some(1.5);
+    let (other, _) = run(&req);
+    assert!(max_abs(&other, &video) > 1e-3);
+    // HSA across the expert switch (a forced dense step for the low-noise expert's cache).
+    req.sampler.sampler = "hsa".into();
+    req.sampler.budget = Some("0.5".into());
+    req.steps = Some(8);
+    let out = generate(&req, &Device::Cpu, &mut |_| {}, &mut |_| {}).unwrap();
+    assert_eq!(out.video.dims(), &[3, 5, 32, 32]);
+    assert_eq!(out.plan.weights % 2, 0);
+}
