@@ -167,3 +167,70 @@ fn bad_requests_fail_cleanly_without_output() {
         );
     }
 }
+
+/// `hsa dev sample --sampler unipc` on the pipeline's DiT, from the fixture's latents and
+/// diffusers' prompt embeddings, runs on diffusers' UniPC sigmas: decoded with the pipeline's
+/// VAE it is diffusers' UniPC video.
+#[test]
+fn dev_sample_unipc_uses_the_diffusers_unipc_table() {
+    use candle_core::{Device, Tensor};
+    use std::collections::HashMap;
+    let dev = Device::Cpu;
+    let tmp = tempfile::tempdir().unwrap();
+    let fx = candle_core::safetensors::load(fixture().join("io.safetensors"), &dev).unwrap();
+    let inputs = tmp.path().join("in.safetensors");
+    let tensors: HashMap<String, Tensor> = [
+        ("noise", "latents"),
+        ("encoder_hidden_states", "prompt_embeds"),
+        ("negative_encoder_hidden_states", "negative_prompt_embeds"),
+    ]
+    .iter()
+    .map(|(to, from)| (to.to_string(), fx[*from].clone()))
+    .collect();
+    candle_core::safetensors::save(&tensors, &inputs).unwrap();
+    let out = tmp.path().join("out.safetensors");
+    let tiny = fixture().join("tiny");
+    let r = hsa(&[
+        "dev",
+        "sample",
+        "--model",
+        tiny.join("transformer").to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--sampler",
+        "unipc",
+        "--steps",
+        "4",
+        "--shift",
+        "3",
+        "--guidance",
+        "4",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let latents = candle_core::safetensors::load(&out, &dev).unwrap()["latents"].clone();
+    let vae =
+        hsa_models::wan::WanVae::load_decoder(tiny.join("vae"), candle_core::DType::F32, &dev)
+            .unwrap();
+    let video = vae
+        .decode(&vae.denormalize_latents(&latents).unwrap())
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let np = ((video / 2.0).unwrap() + 0.5)
+        .unwrap()
+        .clamp(0f32, 1f32)
+        .unwrap()
+        .permute((1, 2, 3, 0))
+        .unwrap();
+    let err = (np - &fx["video_unipc"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(err <= 1e-3, "max abs error {err}");
+}
