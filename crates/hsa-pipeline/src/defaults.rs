@@ -396,7 +396,10 @@ impl ModelFolder {
             return Ok([c, s.frames, s.height, s.width]);
         };
         let (sp, tf) = (vae.spatial_factor(), vae.temporal_factor());
-        if s.frames == 0 || (s.frames - 1) % tf != 0 || (s.frames - 1) / tf % p[0] != 0 {
+        if s.frames == 0
+            || !(s.frames - 1).is_multiple_of(tf)
+            || !((s.frames - 1) / tf + 1).is_multiple_of(p[0])
+        {
             return Err(PipelineError::Invalid(format!(
                 "{} frames: this model makes {tf}k+1 frames (e.g. 5, 9, 17, 33, 81); use {} or {}",
                 s.frames,
@@ -405,7 +408,11 @@ impl ModelFolder {
             )));
         }
         let (mh, mw) = (sp * p[1], sp * p[2]);
-        if s.width == 0 || s.height == 0 || s.width % mw != 0 || s.height % mh != 0 {
+        if s.width == 0
+            || s.height == 0
+            || !s.width.is_multiple_of(mw)
+            || !s.height.is_multiple_of(mh)
+        {
             return Err(PipelineError::Invalid(format!(
                 "size {}x{}: width and height must be positive multiples of {mw} and {mh} for this model \
                  (VAE x{sp}, patch {}x{})",

@@ -224,7 +224,7 @@ pub fn decode_latents(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Tensor> {
     let z = vae.denormalize_latents(latents)?;
-    let video = vae.decode_with_progress(&z, 1, |d, t| progress(d, t))?;
+    let video = vae.decode_with_progress(&z, 1, progress)?;
     Ok(video.squeeze(0)?.to_dtype(DType::F32)?)
 }
 

@@ -124,7 +124,8 @@ fn hsa_runs_on_the_pipeline() {
 
 #[test]
 fn bad_requests_are_refused_before_loading() {
-    let cases: Vec<(Box<dyn Fn(&mut GenerateRequest)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut GenerateRequest)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (Box::new(|r| r.frames = Some(6)), "4k+1"),
         (Box::new(|r| r.size = Some((40, 32))), "multiples of 16"),
         (
