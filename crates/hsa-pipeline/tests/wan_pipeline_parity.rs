@@ -205,3 +205,32 @@ fn two_experts_switch_at_the_boundary() {
     assert_eq!(out.video.dims(), &[3, 5, 32, 32]);
     assert_eq!(out.plan.weights % 2, 0);
 }
+
+#[test]
+fn runs_that_do_not_fit_are_refused_with_advice() {
+    let Some(available) = hsa_pipeline::memory::available_bytes() else {
+        return;
+    };
+    let mut req = request("hsa");
+    req.latents = None;
+    req.steps = Some(8);
+    req.sampler.budget = Some("0.5".into());
+    req.frames = Some(81);
+    // Grow the clip until its plan exceeds this machine's available memory.
+    let mut side = 256;
+    loop {
+        req.size = Some((side, side));
+        let plan = hsa_pipeline::generate::memory_plan(&req).unwrap();
+        if plan.peak() > available {
+            break;
+        }
+        side *= 2;
+    }
+    let err = generate(&req, &Device::Cpu, &mut |_| {}, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("GiB is available") && err.contains("--size"),
+        "{err}"
+    );
+}
