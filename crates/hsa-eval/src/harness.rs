@@ -9,7 +9,10 @@
 //! * `runs/{method}/b{budget}/p{i}_s{seed}.json` (+ `.safetensors` for clips shown side by side).
 //!
 //! Runtime is wall time in-process: one warm-up generation first, then each run's sampling
-//! time is the median of `repeats` repeats (outputs are bit-identical across repeats).
+//! time is the median of `repeats` repeats (outputs are bit-identical across repeats). Runtime
+//! fractions divide by FM(T)'s time measured in the same session, right after the warm-up
+//! (stored in every record), so a resumed evaluation on a machine that is busier or idler than
+//! before still reports fractions, not a mix of two machines.
 //! The cost of a run is also counted exactly as its *work*: Σ over steps of the evaluated token
 //! fraction times the model calls, relative to the reference's.
 //!
@@ -61,6 +64,11 @@ pub struct RunRecord {
     /// Median sampling wall time over the repeats.
     pub wall_seconds: f64,
     pub wall_samples: Vec<f64>,
+    /// FM(T) sampling time measured in the same session (see [`Harness::new`]): runtime
+    /// fractions divide by it, so runs timed in different sessions, under different machine
+    /// load, stay comparable. 0 in records from before it existed.
+    #[serde(default)]
+    pub baseline_seconds: f64,
     pub nfe: usize,
     /// Σ_steps active fraction × model calls.
     pub work: f64,
@@ -224,6 +232,7 @@ pub struct Harness<'a> {
     pub(crate) embeds: Vec<PromptEmbeds>,
     pub(crate) settings: RunSettings,
     device: Device,
+    baseline_seconds: f64,
 }
 
 impl<'a> Harness<'a> {
@@ -262,13 +271,39 @@ impl<'a> Harness<'a> {
         })?;
         let prompts: Vec<&str> = cfg.prompts.iter().map(String::as_str).collect();
         let embeds = model.encode_prompts(&prompts, None, settings.guidance.uses_uncond())?;
-        Ok(Self {
+        let mut harness = Self {
             cfg,
             model,
             embeds,
             settings,
             device: device.clone(),
-        })
+            baseline_seconds: 0.0,
+        };
+        harness.baseline_seconds = harness.time_baseline()?;
+        Ok(harness)
+    }
+
+    /// Warms up (allocator, caches, lazily built kernels), then times FM(T) on the first
+    /// prompt and seed: the session's runtime unit.
+    fn time_baseline(&self) -> Result<f64> {
+        let fm = SamplerOptions {
+            sampler: "fm".into(),
+            ..Default::default()
+        };
+        let seed = self.cfg.seeds[0];
+        self.model.sample(
+            &self.embeds[0],
+            &self.settings_for(self.cfg.steps.min(4), seed),
+            &fm,
+            &mut |_| {},
+        )?;
+        let (_, _, samples) = self.timed(0, self.cfg.steps, seed, &fm)?;
+        Ok(median(samples))
+    }
+
+    /// FM(T)'s sampling time in this session (median of the repeats).
+    pub fn baseline_seconds(&self) -> f64 {
+        self.baseline_seconds
     }
 
     pub(crate) fn settings_for(&self, steps: usize, seed: u64) -> RunSettings {
@@ -354,6 +389,7 @@ impl<'a> Harness<'a> {
             setting: format!("fm {} steps", self.cfg.steps),
             wall_seconds: median(samples.clone()),
             wall_samples: samples,
+            baseline_seconds: self.baseline_seconds,
             nfe: stats.nfe,
             work: work_of(&stats),
             motion_energy: motion_energy(&clip.view()?),
@@ -392,17 +428,6 @@ impl<'a> Harness<'a> {
         progress(Progress::Total(
             pairs.len() * (1 + cfg.methods.len() * cfg.budgets.len()),
         ));
-        // Warm-up: allocator, caches and lazily built kernels before anything is timed.
-        let warm = SamplerOptions {
-            sampler: "fm".into(),
-            ..Default::default()
-        };
-        self.model.sample(
-            &self.embeds[0],
-            &self.settings_for(cfg.steps.min(4), cfg.seeds[0]),
-            &warm,
-            &mut |_| {},
-        )?;
         let mut references = BTreeMap::new();
         for &(p, seed) in &pairs {
             let r = self.reference(p, seed)?;
@@ -475,6 +500,7 @@ impl<'a> Harness<'a> {
                         setting,
                         wall_seconds: median(samples.clone()),
                         wall_samples: samples,
+                        baseline_seconds: self.baseline_seconds,
                         nfe: stats.nfe,
                         work: work_of(&stats),
                         motion_energy: motion_energy(&x),

@@ -19,7 +19,7 @@ pub struct Aggregate {
     pub runs: usize,
     /// Resolved setting (e.g. TeaCache's threshold), from the first run.
     pub setting: String,
-    /// Σ median wall time / Σ the references' median wall time.
+    /// Σ median wall time / Σ FM(T)'s time measured in the same session as each run.
     pub runtime_fraction: f64,
     /// Mean of work / reference work (token-weighted model calls).
     pub work_fraction: f64,
@@ -79,7 +79,17 @@ pub fn summarize(cfg: &EvalConfig, res: &EvalResults) -> Summary {
                 .filter_map(|r| find_ref(r).map(|x| (*r, x)))
                 .collect();
             let wall: f64 = pairs.iter().map(|(r, _)| r.wall_seconds).sum();
-            let ref_wall: f64 = pairs.iter().map(|(_, x)| x.wall_seconds).sum();
+            // Each run against FM(T) timed in its own session (older records: the reference).
+            let ref_wall: f64 = pairs
+                .iter()
+                .map(|(r, x)| {
+                    if r.baseline_seconds > 0.0 {
+                        r.baseline_seconds
+                    } else {
+                        x.wall_seconds
+                    }
+                })
+                .sum();
             let work: Vec<f64> = pairs.iter().map(|(r, x)| r.work / x.work).collect();
             aggregates.push(Aggregate {
                 method: m.label.clone(),
@@ -140,7 +150,7 @@ pub fn markdown(cfg: &EvalConfig, s: &Summary, res_skipped: &[Skipped], command:
             .map_or(String::new(), |c| format!(", checker agreement {c:.3}"))
     ));
     out.push_str(
-        "Columns: runtime = measured sampling time / reference's; work = token-weighted model calls / \
+        "Columns: runtime = measured sampling time / FM(T)'s, timed in the same session; work = token-weighted model calls / \
          reference's; PSNR (dB) and SSIM against the reference clip; motion = frame-difference energy / \
          reference's (1 = motion kept); checker = shapes-world agreement with the caption.\n",
     );
