@@ -101,17 +101,23 @@ pub fn parse_methods(s: &str) -> Result<Vec<Method>> {
     Ok(methods)
 }
 
-fn parse_usize(key: &str, v: &str) -> Result<usize> {
-    v.parse()
-        .map_err(|_| EvalError::Invalid(format!("option {key}={v}: expected a whole number")))
-}
-
 impl Method {
     pub fn option(&self, key: &str) -> Option<&str> {
         self.options
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A whole-number option, if given.
+    fn usize_option(&self, key: &str) -> Result<Option<usize>> {
+        self.option(key)
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    EvalError::Invalid(format!("option {key}={v}: expected a whole number"))
+                })
+            })
+            .transpose()
     }
 
     /// Steps the method runs with when the reference uses `steps` (fewer for `fm`).
@@ -140,14 +146,8 @@ impl Method {
                 o.groups = self
                     .option("groups")
                     .map(|g| g.replace('@', ":").replace('+', ","));
-                o.warmup = self
-                    .option("warmup")
-                    .map(|v| parse_usize("warmup", v))
-                    .transpose()?;
-                o.tail = self
-                    .option("tail")
-                    .map(|v| parse_usize("tail", v))
-                    .transpose()?;
+                o.warmup = self.usize_option("warmup")?;
+                o.tail = self.usize_option("tail")?;
                 o.smoothing = match self.option("smoothing") {
                     None | Some("no") | Some("false") => false,
                     Some("yes") | Some("true") => true,
@@ -161,14 +161,8 @@ impl Method {
             MethodKind::Ras => {
                 o.sampler = "ras".into();
                 o.budget = Some(budget.to_string());
-                o.warmup = self
-                    .option("warmup")
-                    .map(|v| parse_usize("warmup", v))
-                    .transpose()?;
-                o.tail = self
-                    .option("tail")
-                    .map(|v| parse_usize("tail", v))
-                    .transpose()?;
+                o.warmup = self.usize_option("warmup")?;
+                o.tail = self.usize_option("tail")?;
             }
             MethodKind::TeaCache => {
                 let (threshold, coefficients) = teacache.ok_or_else(|| {
