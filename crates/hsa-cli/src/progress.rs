@@ -44,7 +44,7 @@ pub fn summary(stats: &RunStats) -> String {
         .unwrap_or_default();
     format!(
         "sampler {}: {} steps, NFE {}, token-step fraction {:.3}, {:.2} s{}",
-        stats.sampler,
+        hsa_eval::harness::round_numbers(&stats.sampler, 3),
         stats.total_steps,
         stats.nfe,
         stats.token_step_fraction,
