@@ -117,6 +117,29 @@ pub fn sample_fm_euler(
     guidance: Guidance,
     observer: &mut dyn FnMut(&StepEvent),
 ) -> Result<Tensor> {
+    sample_dense(
+        denoiser,
+        noise,
+        schedule,
+        guidance,
+        observer,
+        &mut |x, v, i| {
+            let dt = schedule.sigmas[i + 1] - schedule.sigmas[i];
+            Ok((x + (v * dt)?)?)
+        },
+    )
+}
+
+/// The loop every full-step solver shares: at each step the guided velocity of all tokens,
+/// then `update(x_i, v_i, i) -> x_{i+1}` (Euler, UniPC), and one [`StepEvent`].
+pub fn sample_dense(
+    denoiser: &mut dyn Denoiser,
+    noise: &Tensor,
+    schedule: &Schedule,
+    guidance: Guidance,
+    observer: &mut dyn FnMut(&StepEvent),
+    update: &mut dyn FnMut(&Tensor, &Tensor, usize) -> Result<Tensor>,
+) -> Result<Tensor> {
     check_state(denoiser, noise)?;
     denoiser.reset()?;
     let steps = schedule.steps();
@@ -124,8 +147,7 @@ pub fn sample_fm_euler(
     let mut x = noise.to_dtype(candle_core::DType::F32)?;
     for i in 0..steps {
         let v = guided_velocity(denoiser, &x, schedule.timesteps[i], guidance, None)?;
-        let dt = schedule.sigmas[i + 1] - schedule.sigmas[i];
-        x = (&x + (v * dt)?)?;
+        x = update(&x, &v, i)?;
         observer(&StepEvent {
             index: i,
             steps,

@@ -25,7 +25,7 @@ use std::collections::BTreeSet;
 
 use candle_core::{DType, Tensor};
 
-use crate::euler::{check_state, guided_velocity, StepEvent};
+use crate::euler::{check_state, sample_dense, StepEvent};
 use crate::{CoreError, Denoiser, Guidance, Result, Schedule};
 
 /// Highest order of the multistep predictor (diffusers' `solver_order`, Wan's default 2).
@@ -270,7 +270,7 @@ fn lambda(sigma: f64) -> f64 {
 }
 
 /// UniPC-bh2 (order 2, x0 prediction, lower order at the last step) over `schedule`, every token
-/// evaluated at every step, with classifier-free guidance through [`guided_velocity`] (its
+/// evaluated at every step, with classifier-free guidance through [`crate::guided_velocity`] (its
 /// per-timestep scale covers the two-expert switch). `noise` is the initial state `[N, P]`;
 /// returns the final sample. One model evaluation per branch and step, like Euler.
 ///
@@ -285,22 +285,14 @@ pub fn sample_unipc(
 ) -> Result<Tensor> {
     check_state(denoiser, noise)?;
     let mut solver = UniPcSolver::new(schedule)?;
-    denoiser.reset()?;
-    let steps = schedule.steps();
-    let branches = if guidance.uses_uncond() { 2 } else { 1 };
-    let mut x = noise.to_dtype(DType::F32)?;
-    for i in 0..steps {
-        let v = guided_velocity(denoiser, &x, schedule.timesteps[i], guidance, None)?;
-        x = solver.step(&x, &v, i)?;
-        observer(&StepEvent {
-            index: i,
-            steps,
-            sigma: schedule.sigmas[i],
-            active_fraction: 1.0,
-            nfe: branches,
-        });
-    }
-    Ok(x)
+    sample_dense(
+        denoiser,
+        noise,
+        schedule,
+        guidance,
+        observer,
+        &mut |x, v, i| solver.step(x, v, i),
+    )
 }
 
 #[cfg(test)]

@@ -42,20 +42,26 @@ impl Harness<'_> {
         Ok(polyfit(&x, &y, 4)?)
     }
 
-    /// Mean work fraction of TeaCache at `threshold` over the calibration clips.
-    fn teacache_cost(&self, m: &Method, coefficients: &[f64], threshold: f64) -> Result<f64> {
+    /// Mean work fraction of TeaCache at `threshold` over the calibration clips, whose
+    /// references did `ref_work` work each.
+    fn teacache_cost(
+        &self,
+        m: &Method,
+        coefficients: &[f64],
+        threshold: f64,
+        ref_work: &[f64],
+    ) -> Result<f64> {
         let opts = m.sampler_options(1.0, Some((threshold, coefficients.to_vec())))?;
         let mut fractions = Vec::new();
-        for p in 0..self.cfg.prompts.len().min(2) {
+        for (p, w) in ref_work.iter().enumerate() {
             let seed = self.cfg.seeds[0];
-            let (rec, _) = self.reference(p, seed)?;
             let out = self.model.sample(
                 &self.embeds[p],
                 &self.settings_for(self.cfg.steps, seed),
                 &opts,
                 &mut |_| {},
             )?;
-            fractions.push(work_of(&out.stats) / rec.work);
+            fractions.push(work_of(&out.stats) / w);
         }
         Ok(fractions.iter().sum::<f64>() / fractions.len() as f64)
     }
@@ -97,6 +103,10 @@ impl Harness<'_> {
         if let Some(&(t, _)) = state.thresholds.get(&tkey) {
             return Ok((t, coefficients));
         }
+        // The calibration clips' reference work, read once for the whole search.
+        let ref_work = (0..self.cfg.prompts.len().min(2))
+            .map(|p| Ok(self.reference(p, self.cfg.seeds[0])?.0.work))
+            .collect::<Result<Vec<f64>>>()?;
         let mut best = (0.0, 1.0);
         let consider = |best: &mut (f64, f64), t: f64, c: f64| {
             if (c - budget).abs() < (best.1 - budget).abs() - 1e-12 {
@@ -104,7 +114,7 @@ impl Harness<'_> {
             }
         };
         let (mut lo, mut hi) = (0.0, 0.01);
-        let mut c_hi = self.teacache_cost(m, &coefficients, hi)?;
+        let mut c_hi = self.teacache_cost(m, &coefficients, hi, &ref_work)?;
         consider(&mut best, hi, c_hi);
         let mut doublings = 0;
         while c_hi > budget {
@@ -116,7 +126,7 @@ impl Harness<'_> {
                     "TeaCache cannot reach budget {budget} on this model (work fraction {c_hi:.3} at threshold {hi:.3e})"
                 )));
             }
-            c_hi = self.teacache_cost(m, &coefficients, hi)?;
+            c_hi = self.teacache_cost(m, &coefficients, hi, &ref_work)?;
             consider(&mut best, hi, c_hi);
         }
         // Half a step of the reference is as close as a step-skipping method can get.
@@ -126,7 +136,7 @@ impl Harness<'_> {
                 break;
             }
             let mid = 0.5 * (lo + hi);
-            let c = self.teacache_cost(m, &coefficients, mid)?;
+            let c = self.teacache_cost(m, &coefficients, mid, &ref_work)?;
             consider(&mut best, mid, c);
             if c > budget {
                 lo = mid;
