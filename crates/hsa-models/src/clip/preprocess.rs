@@ -18,7 +18,7 @@
 //!   ratio is not kept), maps to `[0, 1]` and normalises with the same OpenAI CLIP mean/std, in
 //!   fp16. For non-square inputs the two see different pixels (the official path squeezes the
 //!   whole image, diffusers' crops its center); for a 224 x 224 input they differ only by
-//!   rounding. That path is not implemented here.
+//!   rounding. That path is [`wan_official_pixels`] (Wan's default in `hsa generate`).
 
 use std::path::Path;
 
@@ -330,4 +330,30 @@ pub fn center_crop(img: &RgbImage, crop_h: u32, crop_w: u32) -> RgbImage {
         }
     }
     out
+}
+
+/// An 8-bit RGB image as the official Wan code reads it: `TF.to_tensor(img).sub_(0.5).div_(0.5)`,
+/// `[3, H, W]` f32 in `[-1, 1]`.
+pub fn signed_pixels(img: &RgbImage, device: &Device) -> Result<Tensor> {
+    let (w, h) = img.dimensions();
+    let (w, h) = (w as usize, h as usize);
+    let raw = img.as_raw();
+    let mut out = vec![0f32; 3 * h * w];
+    for c in 0..3 {
+        for (i, v) in out[c * h * w..(c + 1) * h * w].iter_mut().enumerate() {
+            *v = (raw[i * 3 + c] as f32 / 255.0 - 0.5) / 0.5;
+        }
+    }
+    Ok(Tensor::from_vec(out, (3, h, w), device)?)
+}
+
+/// The official Wan2.1 CLIP input: the whole `[-1, 1]` image bicubic-resized (PyTorch's
+/// kernel, no crop, aspect ratio not kept) to `size x size`, mapped to `[0, 1]` and normalised
+/// with the OpenAI CLIP mean/std; `[1, 3, size, size]` f32.
+pub fn wan_official_pixels(img: &RgbImage, size: usize, device: &Device) -> Result<Tensor> {
+    let x = crate::interpolate::bicubic_resize(&signed_pixels(img, device)?, size, size)?;
+    let x = ((x * 0.5)? + 0.5)?;
+    let mean = Tensor::new(&OPENAI_CLIP_MEAN.map(|v| v as f32), device)?.reshape((3, 1, 1))?;
+    let std = Tensor::new(&OPENAI_CLIP_STD.map(|v| v as f32), device)?.reshape((3, 1, 1))?;
+    Ok(x.broadcast_sub(&mean)?.broadcast_div(&std)?.unsqueeze(0)?)
 }
