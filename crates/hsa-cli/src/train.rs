@@ -41,6 +41,12 @@ pub enum TrainCommand {
         /// Timestep shift of the sampled training noise levels (1 = none).
         #[arg(long, default_value_t = 1.0)]
         shift: f64,
+        /// Decay of the weight average that ships (longer runs afford a slower average).
+        #[arg(long, default_value_t = 0.995)]
+        ema_decay: f64,
+        /// Where to train: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Writes the shippable model folder (EMA weights, bf16) from a training folder.
     Export {
@@ -68,7 +74,10 @@ pub fn train(command: TrainCommand) -> Result<()> {
             frames,
             size,
             shift,
+            ema_decay,
+            device,
         } => {
+            let device = parse_device(&device)?;
             let cfg = TrainConfig {
                 steps,
                 batch,
@@ -83,6 +92,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 width: size,
                 height: size,
                 shift,
+                ema_decay,
                 ..Default::default()
             };
             let bar = progress::steps_bar(steps as u64, "training");
@@ -92,7 +102,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 .create(true)
                 .append(true)
                 .open(&log_path)?;
-            let summary = train(&cfg, &work, &mut |p| {
+            let summary = train(&cfg, &work, &device, &mut |p| {
                 use std::io::Write;
                 bar.set_position(p.step as u64);
                 bar.set_message(format!("training, loss {:.4}", p.loss));
@@ -122,4 +132,23 @@ pub fn train(command: TrainCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `cpu`, `cuda` or `cuda:N`; a CUDA device in a build without the `cuda` feature is an error
+/// naming the feature.
+pub fn parse_device(name: &str) -> Result<candle_core::Device> {
+    let ordinal = match name {
+        "cpu" => return Ok(candle_core::Device::Cpu),
+        "cuda" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => n,
+            _ => anyhow::bail!("unknown device '{other}': use cpu, cuda or cuda:N"),
+        },
+    };
+    if !candle_core::utils::cuda_is_available() {
+        anyhow::bail!(
+            "device '{name}' needs a build with `--features cuda` (this one is CPU only)"
+        );
+    }
+    Ok(candle_core::Device::new_cuda(ordinal)?)
 }

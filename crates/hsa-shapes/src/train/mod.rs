@@ -217,10 +217,11 @@ impl Checkpoint {
         std::fs::create_dir_all(&self.dir)?;
         let mut map: HashMap<String, Tensor> = HashMap::new();
         for (i, n) in names.iter().enumerate() {
-            map.insert(format!("w/{n}"), vars[i].as_tensor().clone());
-            map.insert(format!("m/{n}"), opt.m[i].clone());
-            map.insert(format!("v/{n}"), opt.v[i].clone());
-            map.insert(format!("ema/{n}"), ema.weights[i].clone());
+            let cpu = |t: &Tensor| t.to_device(&Device::Cpu);
+            map.insert(format!("w/{n}"), cpu(vars[i].as_tensor())?);
+            map.insert(format!("m/{n}"), cpu(&opt.m[i])?);
+            map.insert(format!("v/{n}"), cpu(&opt.v[i])?);
+            map.insert(format!("ema/{n}"), cpu(&ema.weights[i])?);
         }
         let tmp = self.dir.join("state.safetensors.tmp");
         candle_core::safetensors::save(&map, &tmp)?;
@@ -240,7 +241,11 @@ impl Checkpoint {
         opt: &mut AdamW,
         ema: &mut Ema,
     ) -> Result<Vec<f32>> {
-        let map = candle_core::safetensors::load(self.tensors_path(), &Device::Cpu)?;
+        let device = vars
+            .first()
+            .map(|v| v.device().clone())
+            .unwrap_or(Device::Cpu);
+        let map = candle_core::safetensors::load(self.tensors_path(), &device)?;
         let get = |k: String| {
             map.get(&k)
                 .cloned()
@@ -283,10 +288,11 @@ fn batch(cfg: &TrainConfig, step: usize, device: &Device) -> Result<(Tensor, Vec
 pub fn train(
     cfg: &TrainConfig,
     work_dir: &Path,
+    device: &Device,
     progress: &mut dyn FnMut(&TrainProgress),
 ) -> Result<TrainSummary> {
     cfg.validate()?;
-    let device = Device::Cpu;
+    let device = device.clone();
     std::fs::create_dir_all(work_dir)?;
     let cfg_path = work_dir.join("train_config.json");
     if cfg_path.is_file() {
@@ -600,14 +606,26 @@ mod tests {
     #[test]
     fn a_resumed_run_equals_an_uninterrupted_one_and_exports_a_loadable_model() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let full = train(&tiny(), a.path(), &mut |_| {}).unwrap();
-        train(&TrainConfig { steps: 2, ..tiny() }, b.path(), &mut |_| {}).unwrap();
-        let resumed = train(&tiny(), b.path(), &mut |_| {}).unwrap();
+        let full = train(&tiny(), a.path(), &Device::Cpu, &mut |_| {}).unwrap();
+        train(
+            &TrainConfig { steps: 2, ..tiny() },
+            b.path(),
+            &Device::Cpu,
+            &mut |_| {},
+        )
+        .unwrap();
+        let resumed = train(&tiny(), b.path(), &Device::Cpu, &mut |_| {}).unwrap();
         assert_eq!(full.steps, 4);
         assert_eq!(resumed.steps, 4);
         assert_eq!(full.final_loss, resumed.final_loss);
         // Different settings in the same folder are refused.
-        assert!(train(&TrainConfig { dim: 48, ..tiny() }, b.path(), &mut |_| {}).is_err());
+        assert!(train(
+            &TrainConfig { dim: 48, ..tiny() },
+            b.path(),
+            &Device::Cpu,
+            &mut |_| {}
+        )
+        .is_err());
 
         let out = tempfile::tempdir().unwrap();
         let losses = export(b.path(), out.path()).unwrap();

@@ -52,11 +52,18 @@ impl AdamW {
     /// One update with learning rate `lr`; returns the gradient norm before clipping.
     pub fn update(&mut self, vars: &[Var], grads: &GradStore, lr: f64) -> candle_core::Result<f64> {
         let gs: Vec<Option<&Tensor>> = vars.iter().map(|v| grads.get(v.as_tensor())).collect();
-        let mut sq = 0f64;
-        for g in gs.iter().flatten() {
-            sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        // One device-to-host read per update (it is a sync point on a GPU).
+        let sums: Vec<Tensor> = gs
+            .iter()
+            .flatten()
+            .map(|g| g.sqr()?.sum_all())
+            .collect::<candle_core::Result<_>>()?;
+        let norm = if sums.is_empty() {
+            0.0
+        } else {
+            Tensor::stack(&sums, 0)?.sum_all()?.to_scalar::<f32>()? as f64
         }
-        let norm = sq.sqrt();
+        .sqrt();
         let clip = if norm > self.cfg.max_grad_norm {
             self.cfg.max_grad_norm / norm
         } else {
