@@ -123,6 +123,21 @@ enum DevCommand {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ImagePreprocessArg {
+    Official,
+    Diffusers,
+}
+
+impl From<ImagePreprocessArg> for hsa_pipeline::image_cond::ImagePreprocess {
+    fn from(a: ImagePreprocessArg) -> Self {
+        match a {
+            ImagePreprocessArg::Official => Self::Official,
+            ImagePreprocessArg::Diffusers => Self::Diffusers,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct GenerateArgs {
     /// Model folder (diffusers layout). Default: the bundled model in models/shapes-wan.
@@ -149,6 +164,16 @@ struct GenerateArgs {
     /// Run even when the memory plan exceeds the available memory.
     #[arg(long)]
     ignore_memory_plan: bool,
+    /// First frame for image-to-video models (Wan2.1 I2V, Wan2.2 I2V-A14B, TI2V-5B): PNG,
+    /// JPEG or WebP. Without --size the video takes the image's aspect ratio within the
+    /// model's pixel area.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Whose image preprocessing to follow: the official Wan code (bicubic squash; TI2V:
+    /// Lanczos cover + centre crop; CLIP on the whole image) or diffusers (Lanczos resize;
+    /// CLIP shortest side + centre crop).
+    #[arg(long, value_enum, default_value_t = ImagePreprocessArg::Official)]
+    image_preprocess: ImagePreprocessArg,
     /// Number of frames, 4k+1 for latent Wan models (default: the model's).
     #[arg(long)]
     frames: Option<usize>,
@@ -527,11 +552,14 @@ fn generate(args: GenerateArgs, sampler_given: bool, device: &Device) -> Result<
         dtype: args.dtype.map(Into::into),
         latents,
         skip_memory_check: args.ignore_memory_plan,
+        image: args.image.clone(),
+        image_preprocess: args.image_preprocess.into(),
     };
     let bar = progress::steps_bar(1, "loading");
     let mut stage = |s: Stage| match s {
         Stage::Plan(plan) => bar.suspend(|| eprintln!("memory plan: {plan}")),
         Stage::TextEncoding => bar.set_message("encoding text"),
+        Stage::ImageEncoding => bar.set_message("encoding the image"),
         Stage::Loading => bar.set_message("loading the model"),
         Stage::Sampling => bar.set_message("sampling"),
         Stage::Decoding { done, total } => progress::on_decode(&bar, done, total),

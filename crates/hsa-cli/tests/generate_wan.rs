@@ -234,3 +234,66 @@ fn dev_sample_unipc_uses_the_diffusers_unipc_table() {
         .unwrap();
     assert!(err <= 1e-3, "max abs error {err}");
 }
+
+/// `--image` on the tiny Wan2.1 I2V fixture (tests/fixtures/wan_i2v): a video from the image,
+/// and clear errors for an unreadable image or a text-to-video model.
+#[test]
+fn image_to_video_from_the_command_line() {
+    let i2v = fixture().join("../wan_i2v");
+    let model = i2v.join("wan21_i2v");
+    let image = i2v.join("image_wan21_i2v.png");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("i2v.mp4");
+    let base = [
+        "generate",
+        "--prompt",
+        "a paper boat",
+        "--frames",
+        "5",
+        "--steps",
+        "2",
+        "--scale",
+        "1",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let run = |model: &Path, extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(&["--model", model.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        hsa(&args)
+    };
+    let ok = run(
+        &model,
+        &["--image", image.to_str().unwrap(), "--size", "32x32"],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.is_file());
+    std::fs::remove_file(&out).unwrap();
+
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, "not an image").unwrap();
+    let t2v = fixture().join("tiny");
+    let cases: [(&Path, Vec<&str>, &str); 3] = [
+        (&model, vec!["--image", text.to_str().unwrap()], "notes.png"),
+        (&model, vec![], "--image"),
+        (
+            &t2v,
+            vec!["--image", image.to_str().unwrap()],
+            "text-to-video only",
+        ),
+    ];
+    for (model, extra, needle) in cases {
+        let bad = run(model, &extra);
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            !bad.status.success() && err.contains(needle),
+            "{needle}: {err}"
+        );
+        assert!(!out.exists(), "no output file after an error ({needle})");
+    }
+}

@@ -37,7 +37,7 @@ fn clamp_index(i: isize, size: usize) -> usize {
 /// out_w]`; the result is f32.
 pub fn bicubic_resize(x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
     let dims = x.dims().to_vec();
-    if dims.len() < 2 || out_h == 0 || out_w == 0 || dims.iter().any(|&d| d == 0) {
+    if dims.len() < 2 || out_h == 0 || out_w == 0 || dims.contains(&0) {
         return Err(ModelError::Input(format!(
             "bicubic resize of a {dims:?} tensor to {out_h}x{out_w}: need [..., H, W] with non-zero sizes"
         )));

@@ -17,7 +17,9 @@ use hsa_core::{
 use hsa_models::wan::patch::{patchify, unpatchify};
 use hsa_models::wan::{WanDenoiser, WanExperts, WanModel, WanVae};
 
-pub use crate::defaults::{ModelDefaults, ModelFolder, ModelKind, WAN_NEGATIVE_PROMPT};
+pub use crate::defaults::{ModelDefaults, ModelKind, WAN_NEGATIVE_PROMPT};
+pub use crate::folder::ModelFolder;
+use crate::image_cond::{encode_image, Conditioning, ImageInputs, ImagePreprocess};
 use crate::memory::MemoryPlan;
 use crate::sampling::{run_sampler, SamplerOptions, SamplerSpec};
 use crate::{PipelineError, Result};
@@ -48,6 +50,10 @@ pub struct GenerateRequest {
     pub latents: Option<Tensor>,
     /// Skip the refusal when the memory plan exceeds the available memory.
     pub skip_memory_check: bool,
+    /// First frame of an image-to-video run (PNG, JPEG or WebP).
+    pub image: Option<PathBuf>,
+    /// Whose image preprocessing to follow (the official Wan code by default).
+    pub image_preprocess: ImagePreprocess,
 }
 
 /// Stages reported to the progress callback.
@@ -56,6 +62,8 @@ pub enum Stage {
     /// The memory estimate, before anything large is loaded.
     Plan(MemoryPlan),
     TextEncoding,
+    /// VAE (and CLIP) encoding of the conditioning image.
+    ImageEncoding,
     /// Loading the DiT(s).
     Loading,
     Sampling,
@@ -109,6 +117,8 @@ pub struct RunSettings {
     pub seed: u64,
     /// Initial noise `[1, C, f, h, w]`; `None`: seeded noise.
     pub latents: Option<Tensor>,
+    /// The encoded conditioning image of an image-to-video run.
+    pub image: Option<ImageInputs>,
 }
 
 /// The denoiser of one run: one DiT, or Wan2.2 A14B's two experts.
@@ -322,7 +332,21 @@ impl LoadedModel {
         } else {
             None
         };
-        let den = |m: &'a WanModel| WanDenoiser::new(m, grid, &embeds.cond, uncond, None);
+        let image = s.image.as_ref();
+        let clip = image.and_then(|i| i.clip.as_ref());
+        let den = |m: &'a WanModel| -> Result<WanDenoiser<'a>> {
+            let d = WanDenoiser::new(m, grid, &embeds.cond, uncond, clip)?;
+            Ok(match image.map(|i| &i.conditioning) {
+                None => d,
+                Some(Conditioning::Channels { tokens }) => d.with_condition(tokens)?,
+                Some(Conditioning::FirstFrame { clean, first }) => {
+                    let mut scale = vec![1f32; grid.len()];
+                    first.iter().for_each(|&r| scale[r as usize] = 0.0);
+                    d.with_timestep_scale(scale)?
+                        .with_clean_tokens(first, clean)?
+                }
+            })
+        };
         let den = match (&self.model_2, self.defaults.boundary_ratio) {
             (Some(low), Some(ratio)) => RunDenoiser::Experts(WanExperts::new(
                 den(&self.model)?,
@@ -365,8 +389,22 @@ impl LoadedModel {
                 SamplerSpec::Fm | SamplerSpec::UniPc => {}
             }
         }
+        if let Some(Conditioning::FirstFrame { first, .. }) =
+            s.image.as_ref().map(|i| &i.conditioning)
+        {
+            // The image's tokens never move: HSA and RAS skip them after the dense steps.
+            match &mut spec {
+                SamplerSpec::Hsa(c) => c.frozen_tokens = first.clone(),
+                SamplerSpec::Ras(c) => c.frozen_tokens = first.clone(),
+                _ => {}
+            }
+        }
         let (latents, stats) =
             run_sampler(&mut den, &noise, &schedule, s.guidance, &spec, on_step)?;
+        let latents = match s.image.as_ref() {
+            Some(i) => i.conditioning.reimpose(&latents)?,
+            None => latents,
+        };
         let latents = unpatchify(&latents.unsqueeze(0)?, grid, self.model.config().patch_size)?;
         Ok(SampledLatents {
             latents,
@@ -453,6 +491,19 @@ pub fn generate(
         )?
         .remove(0);
     let text_seconds = start.elapsed().as_secs_f64();
+
+    let mut settings = settings;
+    if let Some(path) = &req.image {
+        on_stage(Stage::ImageEncoding);
+        settings.image = Some(encode_image(
+            &folder,
+            path,
+            req.image_preprocess,
+            &settings,
+            req.dtype,
+            device,
+        )?);
+    }
 
     on_stage(Stage::Loading);
     let loaded = LoadedModel::from_folder(folder, req.dtype, device, false)?;

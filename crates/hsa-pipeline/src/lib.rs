@@ -6,8 +6,10 @@
 pub mod defaults;
 pub mod dev;
 pub mod error;
+pub mod folder;
 pub mod generate;
 pub mod group_map;
+pub mod image_cond;
 pub mod io;
 pub mod memory;
 pub mod model_dir;

@@ -23,6 +23,9 @@ pub struct WanDenoiser<'m> {
     condition: Option<Tensor>,
     /// Per-token multiplier of the timestep (TI2V: 0 on the conditioning frame, else 1).
     timestep_scale: Option<Vec<f32>>,
+    /// TI2V: `(keep [N, 1] u8, clean [N, P])`: rows with `keep = 0` enter the model as `clean`
+    /// whatever the sampler's state holds (diffusers re-imposes the image latent at every call).
+    clean: Option<(Tensor, Tensor)>,
     capture_residual: bool,
 }
 
@@ -55,6 +58,7 @@ impl<'m> WanDenoiser<'m> {
             residuals: [None, None],
             condition: None,
             timestep_scale: None,
+            clean: None,
             capture_residual: false,
         })
     }
@@ -90,6 +94,26 @@ impl<'m> WanDenoiser<'m> {
         Ok(self)
     }
 
+    /// Replaces the state rows `rows` by `clean [N, P]`'s rows on every model input (the
+    /// conditioning frame of TI2V image-to-video).
+    pub fn with_clean_tokens(mut self, rows: &[u32], clean: &Tensor) -> Result<Self> {
+        let n = self.grid.len();
+        let p = self.model.config().out_token_dim();
+        if clean.dims() != [n, p] || rows.iter().any(|&r| r as usize >= n) {
+            return Err(ModelError::Input(format!(
+                "clean tokens {:?} must be [{n}, {p}] with rows below {n}",
+                clean.dims()
+            )));
+        }
+        let mut keep = vec![1u8; n];
+        for &r in rows {
+            keep[r as usize] = 0;
+        }
+        let keep = Tensor::from_vec(keep, (n, 1), clean.device())?;
+        self.clean = Some((keep, clean.to_dtype(DType::F32)?));
+        Ok(self)
+    }
+
     /// The K/V cache of a branch (inspection and tests).
     pub fn cache(&self, branch: Branch) -> &KvCache {
         &self.caches[branch.index()]
@@ -102,6 +126,19 @@ impl<'m> WanDenoiser<'m> {
 
     /// Model input tokens `[1, A, P_in]` for state rows `x [A, P]`.
     fn model_input(&self, x: &Tensor, active: Option<&ActiveSet>) -> Result<Tensor> {
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            Ok(match active {
+                None => t.clone(),
+                Some(s) => t.index_select(s.tensor(), 0)?,
+            })
+        };
+        let x = match &self.clean {
+            None => x.clone(),
+            Some((keep, clean)) => {
+                let keep = pick(keep)?.broadcast_as(x.shape())?;
+                keep.where_cond(x, &pick(clean)?.to_dtype(x.dtype())?)?
+            }
+        };
         let x = match &self.condition {
             None => x.clone(),
             Some(c) => {
