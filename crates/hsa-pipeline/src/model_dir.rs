@@ -177,6 +177,8 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
             ("tokenizer", &["tokenizer"]),
             ("vae", &["vae"]),
             ("scheduler", &["scheduler"]),
+            ("image encoder", &["image_encoder"]),
+            ("image processor", &["image_processor"]),
         ],
         Layout::Original => &[
             ("text encoder", &["models_t5_umt5-xxl-enc-bf16.pth"]),
@@ -193,6 +195,8 @@ pub fn inspect(dir: &Path) -> Result<InspectReport> {
                 paths.iter().map(|p| dir.join(p)).find(|p| p.exists()),
             )
         })
+        // The image components exist in Wan2.1 I2V folders only: listed when present.
+        .filter(|(name, found)| found.is_some() || !name.starts_with("image "))
         .collect();
     Ok(InspectReport {
         dir: dir.to_path_buf(),
