@@ -16,6 +16,10 @@ pub enum ModelError {
         "{path}: not a readable safetensors file ({message}); the file may be truncated or corrupt"
     )]
     Safetensors { path: PathBuf, message: String },
+    #[error(
+        "{path}: not a readable PyTorch checkpoint ({message}); the file may be truncated or corrupt, or not a torch.save state dict"
+    )]
+    Pickle { path: PathBuf, message: String },
     #[error("no weights found in {dir}: expected diffusion_pytorch_model.safetensors, a *.safetensors.index.json, or *.safetensors files")]
     NoWeights { dir: PathBuf },
     #[error("unknown weight key format: expected diffusers names (e.g. blocks.0.attn1.to_q.weight) or original Wan names (e.g. blocks.0.self_attn.q.weight); first keys found: {sample}")]

@@ -1,4 +1,5 @@
-//! Memory-mapped safetensors checkpoints addressed by canonical tensor names.
+//! Checkpoints addressed by canonical tensor names: memory-mapped safetensors, and PyTorch
+//! `torch.save` state dicts (`.pth`, as the official Wan checkpoints ship their VAE and umT5).
 //!
 //! [`TensorStore`] is the machinery the model-specific loaders ([`crate::wan::WeightStore`],
 //! [`crate::umt5::UMT5Weights`]) share: finding the weight files of a folder, mapping them,
@@ -9,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use candle_core::pickle::PthTensors;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
@@ -93,9 +95,94 @@ pub fn rename_block_key<'t>(
     })
 }
 
-/// Memory-mapped safetensors files with every tensor routed under a canonical name.
+/// One weight file: a memory-mapped safetensors file, or a `torch.save` zip archive (read
+/// tensor by tensor; PyTorch's legacy non-zip format is not supported).
+enum Source {
+    Safetensors(MmapedSafetensors),
+    Pth(PthTensors),
+}
+
+impl Source {
+    /// Opens by content: a zip archive (`PK\x03\x04`) is a PyTorch checkpoint, anything else
+    /// is read as safetensors.
+    fn open(path: &Path) -> Result<Self> {
+        let mut magic = [0u8; 4];
+        let is_zip = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && magic == *b"PK\x03\x04";
+        if magic == [0x80, 0x02, 0x8a, 0x0a] {
+            // Pickle protocol 2 followed by torch's magic number: the legacy (pre-1.6) format.
+            return Err(ModelError::Pickle {
+                path: path.to_path_buf(),
+                message: "legacy (non-zip) torch.save format, not supported; re-save it with a current PyTorch: torch.save(torch.load(p), p)".into(),
+            });
+        }
+        if is_zip {
+            let pth = PthTensors::new(path, None).map_err(|e| ModelError::Pickle {
+                path: path.to_path_buf(),
+                message: root_message(&e),
+            })?;
+            return Ok(Self::Pth(pth));
+        }
+        // SAFETY: the file is mapped read-only; like every mmap-based loader we rely on no
+        // other process truncating it while it is mapped.
+        let st = unsafe { MmapedSafetensors::new(path) }.map_err(|e| ModelError::Safetensors {
+            path: path.to_path_buf(),
+            message: root_message(&e),
+        })?;
+        Ok(Self::Safetensors(st))
+    }
+
+    fn keys(&self) -> Vec<String> {
+        match self {
+            Self::Safetensors(st) => st.tensors().into_iter().map(|(k, _)| k).collect(),
+            Self::Pth(p) => {
+                let mut keys: Vec<String> = p.tensor_infos().keys().cloned().collect();
+                keys.sort();
+                keys
+            }
+        }
+    }
+
+    fn info(&self, key: &str) -> Option<(Vec<usize>, DType)> {
+        match self {
+            Self::Safetensors(st) => {
+                let view = st.get(key).ok()?;
+                let dtype = DType::try_from(view.dtype()).ok().unwrap_or(DType::U8);
+                Some((view.shape().to_vec(), dtype))
+            }
+            Self::Pth(p) => p
+                .tensor_infos()
+                .get(key)
+                .map(|t| (t.layout.dims().to_vec(), t.dtype)),
+        }
+    }
+
+    fn load(&self, key: &str, device: &Device, path: &Path) -> Result<Tensor> {
+        match self {
+            Self::Safetensors(st) => st.load(key, device).map_err(|e| ModelError::Safetensors {
+                path: path.to_path_buf(),
+                message: root_message(&e),
+            }),
+            Self::Pth(p) => {
+                let err = |message: String| ModelError::Pickle {
+                    path: path.to_path_buf(),
+                    message,
+                };
+                let t = p
+                    .get(key)
+                    .map_err(|e| err(root_message(&e)))?
+                    .ok_or_else(|| err(format!("no tensor {key}")))?;
+                Ok(t.to_device(device)?)
+            }
+        }
+    }
+}
+
+/// Weight files (safetensors or `.pth`) with every tensor routed under a canonical name.
 pub struct TensorStore {
-    files: Vec<MmapedSafetensors>,
+    files: Vec<Source>,
     paths: Vec<PathBuf>,
     routing: Routing,
 }
@@ -110,10 +197,11 @@ impl std::fmt::Debug for TensorStore {
 }
 
 impl TensorStore {
-    /// Opens (memory-maps) `paths`, then hands every stored key with its file index, in file
-    /// order, to `route`, which returns the canonical routing plus whatever it learned about
-    /// the layout (`T`). A missing file is [`ModelError::Io`]; a truncated or corrupt one is
-    /// [`ModelError::Safetensors`] naming its path.
+    /// Opens `paths` (safetensors are memory-mapped, `.pth` archives indexed), then hands
+    /// every stored key with its file index, in file order, to `route`, which returns the
+    /// canonical routing plus whatever it learned about the layout (`T`). A missing file is
+    /// [`ModelError::Io`]; a truncated or corrupt one is [`ModelError::Safetensors`] or
+    /// [`ModelError::Pickle`] naming its path.
     pub fn open<T>(
         paths: &[PathBuf],
         route: impl FnOnce(Vec<(usize, String)>) -> Result<(Routing, T)>,
@@ -127,14 +215,9 @@ impl TensorStore {
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
                 });
             }
-            // SAFETY: the file is mapped read-only; like every mmap-based loader we rely on no
-            // other process truncating it while it is mapped.
-            let st = unsafe { MmapedSafetensors::new(p) }.map_err(|e| ModelError::Safetensors {
-                path: p.clone(),
-                message: root_message(&e),
-            })?;
-            raw.extend(st.tensors().into_iter().map(|(k, _)| (i, k)));
-            files.push(st);
+            let source = Source::open(p)?;
+            raw.extend(source.keys().into_iter().map(|k| (i, k)));
+            files.push(source);
         }
         let (routing, layout) = route(raw)?;
         let store = Self {
@@ -186,18 +269,15 @@ impl TensorStore {
     /// Shape and dtype of a tensor by canonical name.
     pub fn info(&self, name: &str) -> Option<(Vec<usize>, DType)> {
         let (i, key) = self.routing.get(name)?;
-        let view = self.files[*i].get(key).ok()?;
-        let dtype = DType::try_from(view.dtype()).ok().unwrap_or(DType::U8);
-        Some((view.shape().to_vec(), dtype))
+        self.files[*i].info(key)
     }
 
     /// Counts of stored dtypes, for reporting (`hsa inspect`).
     pub fn dtype_histogram(&self) -> BTreeMap<String, usize> {
         let mut h = BTreeMap::new();
         for (i, key) in self.routing.values() {
-            if let Ok(view) = self.files[*i].get(key) {
-                *h.entry(format!("{:?}", view.dtype()).to_lowercase())
-                    .or_insert(0) += 1;
+            if let Some((_, dtype)) = self.files[*i].info(key) {
+                *h.entry(format!("{dtype:?}").to_lowercase()).or_insert(0) += 1;
             }
         }
         h
@@ -207,8 +287,8 @@ impl TensorStore {
     pub fn parameter_count(&self) -> usize {
         self.routing
             .values()
-            .filter_map(|(i, key)| self.files[*i].get(key).ok())
-            .map(|v| v.shape().iter().product::<usize>())
+            .filter_map(|(i, key)| self.files[*i].info(key))
+            .map(|(shape, _)| shape.iter().product::<usize>())
             .sum()
     }
 
@@ -270,12 +350,7 @@ impl TensorStore {
             .routing
             .get(name)
             .ok_or_else(|| self.missing(name.to_string(), vec![]))?;
-        let t = self.files[*i]
-            .load(key, device)
-            .map_err(|e| ModelError::Safetensors {
-                path: self.paths[*i].clone(),
-                message: root_message(&e),
-            })?;
+        let t = self.files[*i].load(key, device, &self.paths[*i])?;
         Ok(t.to_dtype(dtype)?)
     }
 }

@@ -15,6 +15,7 @@ use crate::defaults::{HsaOverlay, ModelDefaults, ModelKind};
 use crate::generate::{GenerateRequest, PromptEmbeds, RunSettings};
 use crate::image_cond::ImageMode;
 use crate::memory::{MemoryPlan, PlanInputs};
+use crate::model_dir::{find_dits, DitExperts, Layout};
 use crate::sampling::SamplerOptions;
 use crate::{PipelineError, Result};
 
@@ -39,6 +40,43 @@ fn component(dir: &Path, name: &str) -> Result<PathBuf> {
             message: format!("missing component '{name}' (expected {})", p.display()),
         })
     }
+}
+
+/// Which Wan a latent folder holds, from its DiT and VAE configs, its number of experts and
+/// diffusers' `expand_timesteps` flag; errors for channel counts no Wan has.
+fn detect_kind(
+    dir: &Path,
+    dit: &WanConfig,
+    vae: &WanVaeConfig,
+    experts: usize,
+    expand_timesteps: bool,
+) -> Result<ModelKind> {
+    let (z, tf) = (vae.z_dim, vae.temporal_factor());
+    let bad = |message: String| PipelineError::Input {
+        path: dir.to_path_buf(),
+        message,
+    };
+    if dit.out_channels != z {
+        return Err(bad(format!(
+            "the transformer predicts {} channels but the VAE has {z} latent channels",
+            dit.out_channels
+        )));
+    }
+    let channel_cond = dit.in_channels != dit.out_channels;
+    if channel_cond && dit.in_channels != 2 * z + tf {
+        return Err(bad(format!(
+            "the transformer takes {} input channels; a Wan takes {z} (text to video) or {} (image to video: latents + {tf} mask + image latent)",
+            dit.in_channels,
+            2 * z + tf
+        )));
+    }
+    Ok(match (experts > 1, channel_cond) {
+        (true, true) => ModelKind::Wan22I2vA14b,
+        (true, false) => ModelKind::Wan22A14b,
+        (false, true) => ModelKind::Wan21I2v,
+        (false, false) if expand_timesteps || z == 48 => ModelKind::Wan22Ti2v5b,
+        (false, false) => ModelKind::Wan21T2v,
+    })
 }
 
 /// Shift and default sampler from a diffusers `scheduler_config.json`.
@@ -97,6 +135,12 @@ impl ModelFolder {
             });
         }
         let index_path = dir.join("model_index.json");
+        if !index_path.is_file() {
+            let dits = find_dits(dir)?;
+            if dits.layout == Layout::Original {
+                return Self::open_original(dir, dits);
+            }
+        }
         let index = read_json(&index_path)?;
         let overlay: HsaOverlay = match index.get("_hsa") {
             Some(v) => serde_json::from_value(v.clone()).map_err(|e| PipelineError::Input {
@@ -126,23 +170,11 @@ impl ModelFolder {
             let vae_dir = component(dir, "vae")?;
             let vae_cfg = hsa_models::wan::vae::read_config(&vae_dir.join("config.json"))?;
             let mut transformers = vec![transformer];
-            let (z, tf) = (vae_cfg.z_dim, vae_cfg.temporal_factor());
-            let channel_cond = dit_config.in_channels != dit_config.out_channels;
-            if channel_cond && dit_config.in_channels != 2 * z + tf {
-                return Err(PipelineError::Input {
-                    path: dir.to_path_buf(),
-                    message: format!(
-                        "the transformer takes {} input channels; a Wan takes {z} (text to video) or {} (image to video: latents + {tf} mask + image latent)",
-                        dit_config.in_channels,
-                        2 * z + tf
-                    ),
-                });
-            }
             let expand_timesteps = index
                 .get("expand_timesteps")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false);
-            let kind = if let Some(ratio) = boundary_ratio {
+            if let Some(ratio) = boundary_ratio {
                 if !(0.0..=1.0).contains(&ratio) {
                     return Err(PipelineError::Input {
                         path: index_path,
@@ -151,18 +183,14 @@ impl ModelFolder {
                 }
                 // diffusers: below the boundary the low-noise expert `transformer_2` runs.
                 transformers.push(component(dir, "transformer_2")?);
-                if channel_cond {
-                    ModelKind::Wan22I2vA14b
-                } else {
-                    ModelKind::Wan22A14b
-                }
-            } else if channel_cond {
-                ModelKind::Wan21I2v
-            } else if expand_timesteps || z == 48 {
-                ModelKind::Wan22Ti2v5b
-            } else {
-                ModelKind::Wan21T2v
-            };
+            }
+            let kind = detect_kind(
+                dir,
+                &dit_config,
+                &vae_cfg,
+                transformers.len(),
+                expand_timesteps,
+            )?;
             (kind, Some((vae_dir, vae_cfg)), transformers)
         };
         let mut d = ModelDefaults::for_kind(kind);
@@ -218,6 +246,86 @@ impl ModelFolder {
             image_mode,
             image_encoder,
             image_processor,
+        })
+    }
+
+    /// The original Wan layout (the official repositories): the DiT config.json and shards at
+    /// the top (or `high_noise_model/` + `low_noise_model/` for Wan2.2 A14B), the umT5 encoder
+    /// as `models_t5_umt5-xxl-enc-bf16.pth`, its tokenizer under `google/umt5-xxl/`, and
+    /// `Wan2.1_VAE.pth` or `Wan2.2_VAE.pth`. Defaults are the kind's official ones.
+    fn open_original(dir: &Path, dits: DitExperts) -> Result<Self> {
+        let transformers: Vec<PathBuf> = dits.experts.into_iter().map(|(_, p)| p).collect();
+        for t in &transformers {
+            if !t.join("config.json").is_file() {
+                return Err(PipelineError::Input {
+                    path: t.clone(),
+                    message: "missing the DiT's config.json".into(),
+                });
+            }
+        }
+        let dit_config = hsa_models::wan::read_config(&transformers[0])?;
+        let first_file = |prefix: &str, what: &str| -> Result<PathBuf> {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| PipelineError::Io {
+                    path: dir.to_path_buf(),
+                    source: e,
+                })?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                })
+                .collect();
+            found.sort();
+            found
+                .into_iter()
+                .next()
+                .ok_or_else(|| PipelineError::Input {
+                    path: dir.to_path_buf(),
+                    message: format!("missing the {what} (expected a file {prefix}*)"),
+                })
+        };
+        let text_encoder = first_file("models_t5_", "umT5 text encoder")?;
+        let tokenizer = dir.join("google").join("umt5-xxl").join("tokenizer.json");
+        if !tokenizer.is_file() {
+            return Err(PipelineError::Input {
+                path: dir.to_path_buf(),
+                message: format!(
+                    "missing the umT5 tokenizer (expected {})",
+                    tokenizer.display()
+                ),
+            });
+        }
+        let vae_path = ["Wan2.2_VAE.pth", "Wan2.1_VAE.pth"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| PipelineError::Input {
+                path: dir.to_path_buf(),
+                message: "missing the VAE (expected Wan2.1_VAE.pth or Wan2.2_VAE.pth)".into(),
+            })?;
+        let vae_cfg = hsa_models::wan::vae::config_for(&vae_path)?;
+        let kind = detect_kind(dir, &dit_config, &vae_cfg, transformers.len(), false)?;
+        if kind == ModelKind::Wan21I2v {
+            return Err(PipelineError::Input {
+                path: dir.to_path_buf(),
+                message: "original-layout Wan2.1 I2V ships its CLIP in open-clip format, which is not supported yet; use the diffusers folder of the same model (…-Diffusers)".into(),
+            });
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            kind,
+            defaults: ModelDefaults::for_kind(kind),
+            transformers,
+            dit_config,
+            text_encoder,
+            tokenizer,
+            vae: Some((vae_path, vae_cfg)),
+            image_mode: kind.image_mode(false),
+            image_encoder: None,
+            image_processor: None,
         })
     }
 

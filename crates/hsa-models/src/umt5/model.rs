@@ -80,12 +80,24 @@ impl std::fmt::Debug for UMT5Encoder {
 }
 
 impl UMT5Encoder {
-    /// Loads an encoder from a folder: `config.json` if present (else the config is inferred from
-    /// the weight shapes) and the safetensors file(s), in HF or original Wan key names.
+    /// Loads an encoder from a folder (`config.json` if present, else the config is inferred
+    /// from the weight shapes; safetensors file(s)) or from one weight file, safetensors or
+    /// `.pth` (the official `models_t5_umt5-xxl-enc-bf16.pth`; a T5 config.json beside it is
+    /// used, another model's is not), in HF or original Wan key names.
     /// Matmul weights are cast to `dtype` (f32, bf16 or f16); norms and position biases stay f32.
-    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let weights = UMT5Weights::open_dir(dir)?;
-        let cfg_path = dir.join("config.json");
+    pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let (weights, cfg_path) = if path.is_file() {
+            let cfg = path.with_file_name("config.json");
+            let is_t5 = std::fs::read_to_string(&cfg)
+                .map(|t| t.contains("\"d_model\""))
+                .unwrap_or(false);
+            (
+                UMT5Weights::open(&[path.to_path_buf()])?,
+                if is_t5 { cfg } else { Default::default() },
+            )
+        } else {
+            (UMT5Weights::open_dir(path)?, path.join("config.json"))
+        };
         let cfg = if cfg_path.is_file() {
             UMT5Config::from_file(&cfg_path)?
         } else {

@@ -31,6 +31,7 @@ pub mod causal_conv;
 pub mod config;
 pub mod decoder;
 pub mod encoder;
+pub mod infer;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -80,38 +81,58 @@ pub fn read_config(path: &Path) -> Result<WanVaeConfig> {
 }
 
 /// The config and weight files for `path`: a folder (diffusers `vae/`: config.json +
-/// safetensors) or a single safetensors file (config.json beside it if there is one, else the
-/// published VAE its key layout belongs to).
+/// safetensors) or a single weight file, safetensors or `.pth` (a VAE config.json beside it if
+/// there is one, else the config read off its tensors, see [`config_of_files`]).
 fn resolve(path: &Path) -> Result<(WanVaeConfig, Vec<PathBuf>)> {
-    let (dir, files) = if path.is_dir() {
-        (path.to_path_buf(), crate::store::find_weight_files(path)?)
+    let (config, files) = if path.is_dir() {
+        (
+            path.join("config.json"),
+            crate::store::find_weight_files(path)?,
+        )
     } else if path.is_file() {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if ext != "safetensors" {
-            return Err(ModelError::Safetensors {
-                path: path.to_path_buf(),
-                message: format!(
-                    "only .safetensors VAE weights are supported, not .{ext} (convert a .pth \
-                     with safetensors.torch.save_file)"
-                ),
-            });
-        }
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        (dir, vec![path.to_path_buf()])
+        // A file's folder may hold another model's config.json (the original Wan layout keeps
+        // the DiT's there): only a VAE config counts.
+        let config = path.with_file_name("config.json");
+        let is_vae_config = std::fs::read_to_string(&config)
+            .map(|t| t.contains("AutoencoderKLWan"))
+            .unwrap_or(false);
+        let config = if is_vae_config {
+            config
+        } else {
+            PathBuf::new()
+        };
+        (config, vec![path.to_path_buf()])
     } else {
         return Err(ModelError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
         });
     };
-    let config = dir.join("config.json");
     let cfg = if config.is_file() {
         read_config(&config)?
     } else {
-        let keys = weights::stored_keys(&files)?;
-        weights::infer_config(keys.iter().map(String::as_str))
+        config_of_files(&files)?
     };
     Ok((cfg, files))
+}
+
+/// The config of VAE weight files without a config.json: read off the tensor shapes for the
+/// original layout (`Wan2.1_VAE.pth`, `Wan2.2_VAE.pth`), else the published VAE the keys
+/// belong to.
+pub fn config_of_files(files: &[PathBuf]) -> Result<WanVaeConfig> {
+    let shapes = weights::stored_shapes(files)?;
+    if weights::detect_format(shapes.keys().map(String::as_str))
+        == Some(weights::VaeKeyFormat::Original)
+    {
+        infer::infer_original_config(&shapes)
+    } else {
+        Ok(weights::infer_config(shapes.keys().map(String::as_str)))
+    }
+}
+
+/// The config of a VAE folder or weight file, without loading weights.
+pub fn config_for(path: &Path) -> Result<WanVaeConfig> {
+    Ok(resolve(path)?.0)
 }
 
 /// `[B, T, C, H, W]` → `[B, T, C·p², H/p, W/p]`, channel `c·p² + pw·p + ph` (diffusers

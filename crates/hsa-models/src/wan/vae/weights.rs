@@ -195,6 +195,22 @@ pub fn stored_keys(paths: &[PathBuf]) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// The stored key names and shapes of weight files (without mapping them).
+pub fn stored_shapes(paths: &[PathBuf]) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
+    let (store, keys) = TensorStore::open(paths, |raw| {
+        let routing: Routing = raw
+            .iter()
+            .map(|(i, k)| (k.clone(), (*i, k.clone())))
+            .collect();
+        let keys: Vec<String> = raw.into_iter().map(|(_, k)| k).collect();
+        Ok((routing, keys))
+    })?;
+    Ok(keys
+        .into_iter()
+        .filter_map(|k| store.info(&k).map(|(s, _)| (k, s)))
+        .collect())
+}
+
 /// Memory-mapped VAE weights with every key routed under its diffusers name.
 #[derive(Debug)]
 pub struct VaeStore {
