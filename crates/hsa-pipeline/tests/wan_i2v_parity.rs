@@ -198,3 +198,22 @@ fn image_requests_are_checked() {
         assert!(err.contains(needle), "{needle}: {err}");
     }
 }
+
+/// TI2V-5B is also a text-to-video model: without --image the folder runs as diffusers'
+/// `WanPipeline(expand_timesteps=True)` does, and its sizes are multiples of 32 (VAE x16, patch 2).
+#[test]
+fn ti2v_text_to_video_equals_diffusers_and_checks_its_size() {
+    let mut req = request("wan22_ti2v", "fm");
+    req.image = None;
+    let folder = ModelFolder::open(&req.model_dir).unwrap();
+    let d = &folder.defaults;
+    assert_eq!((d.frames, d.fps), (121, 24.0));
+    let (video, _) = run(&req);
+    let err = max_abs(&video, &io()["wan22_ti2v/video_t2v"]);
+    assert!(err <= 1e-3, "max abs error {err}");
+    req.size = Some((48, 32));
+    let err = generate(&req, &Device::Cpu, &mut |_| {}, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("multiples of 32"), "{err}");
+}
