@@ -7,6 +7,7 @@
 pub mod clip;
 pub mod cpu_attention;
 pub mod error;
+pub mod fused;
 pub mod interpolate;
 pub mod nn;
 pub mod store;

@@ -79,6 +79,11 @@ impl LayerNorm {
         })
     }
 
+    /// Weight, bias and epsilon (for fused passes).
+    pub fn parts(&self) -> (&Tensor, &Tensor, f32) {
+        (&self.weight, &self.bias, self.eps)
+    }
+
     /// Normalises `x` (cast to f32); the result is f32. Uses candle's fused kernel, or plain
     /// differentiable ops when gradients are being tracked (training).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

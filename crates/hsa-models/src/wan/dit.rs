@@ -20,6 +20,7 @@ use super::embeddings::{
 use super::patch::{grid_for, patchify, unpatchify};
 use super::rope::RopeTable;
 use super::weights::{expected_tensors, WeightStore};
+use crate::fused;
 use crate::nn::{chunk_squeeze, modulate, LayerNorm, Linear, RmsNorm};
 use crate::{ModelError, Result};
 
@@ -86,12 +87,12 @@ impl Block {
         let (shift1, scale1, gate1, shift2, scale2, gate2) =
             (&c[0], &c[1], &c[2], &c[3], &c[4], &c[5]);
 
-        let h = modulate(&self.norm1.forward(x)?, shift1, scale1)?;
+        let h = fused::norm_modulate(&self.norm1, x, shift1, scale1)?;
         let a = self
             .attn1
             .forward(&h, rows, layer, cache)?
             .to_dtype(DType::F32)?;
-        let x = (x + a.broadcast_mul(gate1)?)?;
+        let x = fused::gated_add(x, &a, gate1)?;
 
         let h = match &self.norm2 {
             Some(n) => n.forward(&x)?,
@@ -99,12 +100,12 @@ impl Block {
         };
         let x = (&x + self.attn2.forward(&h, ctx)?.to_dtype(DType::F32)?)?;
 
-        let h = modulate(&self.norm3.forward(&x)?, shift2, scale2)?;
+        let h = fused::norm_modulate(&self.norm3, &x, shift2, scale2)?;
         let f = self
             .ffn_2
-            .forward(&self.ffn_1.forward(&h)?.gelu()?)?
+            .forward(&fused::gelu_tanh(&self.ffn_1.forward(&h)?)?)?
             .to_dtype(DType::F32)?;
-        Ok((x + f.broadcast_mul(gate2)?)?)
+        fused::gated_add(&x, &f, gate2)
     }
 }
 
