@@ -4,24 +4,18 @@
 //! (tests/fixtures/wan_i2v, made by tools/fixtures/make_wan_i2v_fixtures.py): Wan2.1 I2V
 //! (CLIP branch), Wan2.2 I2V-A14B (two experts) and Wan2.2 TI2V-5B (first-frame latent).
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use common::{max_abs, np_video};
 use hsa_pipeline::generate::{generate, GenerateRequest, ModelFolder, ModelKind};
 use hsa_pipeline::image_cond::{encode_image, Conditioning, ImageMode, ImagePreprocess};
 use hsa_pipeline::sampling::SamplerOptions;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/wan_i2v")
-}
-
-fn io() -> HashMap<String, Tensor> {
-    hsa_pipeline::io::load_tensors(&fixture().join("io.safetensors"), &Device::Cpu).unwrap()
-}
-
 fn settings(case: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(fixture().join("io.json")).unwrap();
+    let text = std::fs::read_to_string(common::fixture("wan_i2v").join("io.json")).unwrap();
     serde_json::from_str::<serde_json::Value>(&text).unwrap()[case].clone()
 }
 
@@ -30,7 +24,7 @@ fn request(case: &str, sampler: &str) -> GenerateRequest {
     let s = settings(case);
     let get = |k: &str| s[k].as_u64().unwrap() as usize;
     GenerateRequest {
-        model_dir: fixture().join(case),
+        model_dir: common::fixture("wan_i2v").join(case),
         prompt: s["prompt"].as_str().unwrap().into(),
         negative_prompt: Some(s["negative_prompt"].as_str().unwrap().into()),
         frames: Some(get("num_frames")),
@@ -42,36 +36,16 @@ fn request(case: &str, sampler: &str) -> GenerateRequest {
             sampler: sampler.into(),
             ..Default::default()
         },
-        latents: Some(io()[&format!("{case}/latents")].clone()),
-        image: Some(fixture().join(s["image"].as_str().unwrap())),
+        latents: Some(common::io("wan_i2v")[&format!("{case}/latents")].clone()),
+        image: Some(common::fixture("wan_i2v").join(s["image"].as_str().unwrap())),
         ..Default::default()
     }
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// The video as diffusers' `output_type="np"`: `[F, H, W, 3]` in [0, 1].
 fn run(req: &GenerateRequest) -> (Tensor, hsa_core::RunStats) {
     let out = generate(req, &Device::Cpu, &mut |_| {}, &mut |_| {}).unwrap();
-    let v = ((out.video / 2.0).unwrap() + 0.5)
-        .unwrap()
-        .clamp(0f32, 1f32)
-        .unwrap()
-        .permute((1, 2, 3, 0))
-        .unwrap()
-        .contiguous()
-        .unwrap();
-    (v, out.stats)
+    (np_video(out.video), out.stats)
 }
 
 const CASES: [(&str, ModelKind); 3] = [
@@ -82,9 +56,14 @@ const CASES: [(&str, ModelKind); 3] = [
 
 #[test]
 fn euler_videos_equal_diffusers() {
-    let fx = io();
+    let fx = common::io("wan_i2v");
     for (case, kind) in CASES {
-        assert_eq!(ModelFolder::open(&fixture().join(case)).unwrap().kind, kind);
+        assert_eq!(
+            ModelFolder::open(&common::fixture("wan_i2v").join(case))
+                .unwrap()
+                .kind,
+            kind
+        );
         // The images are the video size (and square for CLIP), where the official and the
         // diffusers preprocessing agree.
         for pre in [ImagePreprocess::Official, ImagePreprocess::Diffusers] {
@@ -100,7 +79,7 @@ fn euler_videos_equal_diffusers() {
 
 #[test]
 fn conditioning_equals_diffusers() {
-    let fx = io();
+    let fx = common::io("wan_i2v");
     for (case, _) in CASES {
         let req = request(case, "fm");
         let folder = ModelFolder::open(&req.model_dir).unwrap();
@@ -172,8 +151,8 @@ fn ti2v_with_hsa_keeps_the_image_tokens_frozen() {
 #[test]
 fn image_requests_are_checked() {
     type Edit = Box<dyn Fn(&mut GenerateRequest)>;
-    let t2v = fixture().join("../wan_pipeline/tiny");
-    let not_an_image = fixture().join("io.json");
+    let t2v = common::fixture("wan_i2v").join("../wan_pipeline/tiny");
+    let not_an_image = common::fixture("wan_i2v").join("io.json");
     let cases: Vec<(Edit, &str)> = vec![
         (Box::new(|r| r.image = None), "--image"),
         (
@@ -209,7 +188,7 @@ fn ti2v_text_to_video_equals_diffusers_and_checks_its_size() {
     let d = &folder.defaults;
     assert_eq!((d.frames, d.fps), (121, 24.0));
     let (video, _) = run(&req);
-    let err = max_abs(&video, &io()["wan22_ti2v/video_t2v"]);
+    let err = max_abs(&video, &common::io("wan_i2v")["wan22_ti2v/video_t2v"]);
     assert!(err <= 1e-3, "max abs error {err}");
     req.size = Some((48, 32));
     let err = generate(&req, &Device::Cpu, &mut |_| {}, &mut |_| {})

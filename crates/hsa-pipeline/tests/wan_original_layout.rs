@@ -3,19 +3,21 @@
 //! `Wan2.1_VAE.pth` without a config — against the diffusers `WanPipeline` holding the same
 //! weights (tests/fixtures/wan_original, made by tools/fixtures/make_wan_original_fixtures.py).
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use common::{max_abs, np_video};
 use hsa_pipeline::generate::{generate, GenerateRequest, ModelFolder, ModelKind};
 use hsa_pipeline::sampling::SamplerOptions;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/wan_original")
-}
-
 fn request(dir: PathBuf, sampler: &str) -> GenerateRequest {
-    let io =
-        hsa_pipeline::io::load_tensors(&fixture().join("io.safetensors"), &Device::Cpu).unwrap();
+    let io = hsa_pipeline::io::load_tensors(
+        &common::fixture("wan_original").join("io.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
     GenerateRequest {
         model_dir: dir,
         prompt: "a small red kite over a green hill".into(),
@@ -36,31 +38,12 @@ fn request(dir: PathBuf, sampler: &str) -> GenerateRequest {
 
 fn video(req: &GenerateRequest) -> Tensor {
     let out = generate(req, &Device::Cpu, &mut |_| {}, &mut |_| {}).unwrap();
-    ((out.video / 2.0).unwrap() + 0.5)
-        .unwrap()
-        .clamp(0f32, 1f32)
-        .unwrap()
-        .permute((1, 2, 3, 0))
-        .unwrap()
-        .contiguous()
-        .unwrap()
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    np_video(out.video)
 }
 
 #[test]
 fn original_layout_videos_equal_diffusers() {
-    let folder = ModelFolder::open(&fixture()).unwrap();
+    let folder = ModelFolder::open(&common::fixture("wan_original")).unwrap();
     assert_eq!(folder.kind, ModelKind::Wan21T2v);
     // The VAE config is read off the .pth: the fixture's tiny widths, the official statistics.
     let (_, vae) = folder.vae.as_ref().unwrap();
@@ -73,10 +56,16 @@ fn original_layout_videos_equal_diffusers() {
         ),
         (16, 4, 1, vec![1, 2, 2, 2])
     );
-    let io =
-        hsa_pipeline::io::load_tensors(&fixture().join("io.safetensors"), &Device::Cpu).unwrap();
+    let io = hsa_pipeline::io::load_tensors(
+        &common::fixture("wan_original").join("io.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
     for (sampler, key) in [("unipc", "video_unipc"), ("fm", "video_euler")] {
-        let err = max_abs(&video(&request(fixture(), sampler)), &io[key]);
+        let err = max_abs(
+            &video(&request(common::fixture("wan_original"), sampler)),
+            &io[key],
+        );
         eprintln!("{sampler}: max abs error {err:.2e}");
         assert!(err <= 1e-3, "{sampler}: max abs error {err}");
     }
@@ -94,7 +83,7 @@ fn damaged_or_missing_original_files_are_named() {
         "Wan2.1_VAE.pth",
         "google/umt5-xxl/tokenizer.json",
     ] {
-        std::fs::copy(fixture().join(f), dir.join(f)).unwrap();
+        std::fs::copy(common::fixture("wan_original").join(f), dir.join(f)).unwrap();
     }
     // A truncated VAE archive: the error names the file.
     let vae = std::fs::read(dir.join("Wan2.1_VAE.pth")).unwrap();

@@ -2,28 +2,22 @@
 //! VAE decode — against a tiny random diffusers `WanPipeline` run from the same initial
 //! latents (tests/fixtures/wan_pipeline, made by tools/fixtures/make_wan_pipeline_fixtures.py).
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
+use common::{max_abs, np_video};
 use hsa_pipeline::generate::{generate, GenerateRequest, ModelFolder, Stage};
 use hsa_pipeline::sampling::SamplerOptions;
 
 const PROMPT: &str = "A red fox runs across a snowy field, cinematic lighting";
 const NEGATIVE: &str = "blurry, static, low quality";
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/wan_pipeline")
-}
-
-fn io() -> HashMap<String, Tensor> {
-    hsa_pipeline::io::load_tensors(&fixture().join("io.safetensors"), &Device::Cpu).unwrap()
-}
-
 /// The fixture's settings (io.json): 32x32, 5 frames, 4 steps, guidance 4, its latents.
 fn request(sampler: &str) -> GenerateRequest {
     GenerateRequest {
-        model_dir: fixture().join("tiny"),
+        model_dir: common::fixture("wan_pipeline").join("tiny"),
         prompt: PROMPT.into(),
         negative_prompt: Some(NEGATIVE.into()),
         frames: Some(5),
@@ -34,41 +28,21 @@ fn request(sampler: &str) -> GenerateRequest {
             sampler: sampler.into(),
             ..Default::default()
         },
-        latents: Some(io()["latents"].clone()),
+        latents: Some(common::io("wan_pipeline")["latents"].clone()),
         ..Default::default()
     }
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Generates and returns the video as diffusers' `output_type="np"`: `[F, H, W, 3]` in [0, 1].
 fn run(req: &GenerateRequest) -> (Tensor, Vec<Stage>) {
     let mut stages = Vec::new();
     let out = generate(req, &Device::Cpu, &mut |s| stages.push(s), &mut |_| {}).unwrap();
-    let v = ((out.video / 2.0).unwrap() + 0.5)
-        .unwrap()
-        .clamp(0f32, 1f32)
-        .unwrap()
-        .permute((1, 2, 3, 0))
-        .unwrap()
-        .contiguous()
-        .unwrap();
-    (v, stages)
+    (np_video(out.video), stages)
 }
 
 #[test]
 fn unipc_video_equals_diffusers() {
-    let want = io()["video_unipc"].clone();
+    let want = common::io("wan_pipeline")["video_unipc"].clone();
     // Explicit unipc, and the default sampler (the folder's UniPCMultistepScheduler).
     for sampler in ["unipc", ""] {
         let (video, stages) = run(&request(sampler));
@@ -93,19 +67,19 @@ fn unipc_video_equals_diffusers() {
 fn euler_video_equals_diffusers() {
     // `fm` runs diffusers' FlowMatchEulerDiscreteScheduler(shift) table at the model's shift.
     let (video, _) = run(&request("fm"));
-    let err = max_abs(&video, &io()["video_euler"]);
+    let err = max_abs(&video, &common::io("wan_pipeline")["video_euler"]);
     eprintln!("fm: max abs error {err:.2e}");
     assert!(err <= 1e-3, "max abs error {err}");
 }
 
 #[test]
 fn prompt_embeddings_equal_diffusers() {
-    let folder = ModelFolder::open(&fixture().join("tiny")).unwrap();
+    let folder = ModelFolder::open(&common::fixture("wan_pipeline").join("tiny")).unwrap();
     let e = folder
         .encode_prompts(&[PROMPT], Some(NEGATIVE), true, None, &Device::Cpu)
         .unwrap()
         .remove(0);
-    let fx = io();
+    let fx = common::io("wan_pipeline");
     let err_c = max_abs(&e.cond, &fx["prompt_embeds"]);
     let err_u = max_abs(e.uncond.as_ref().unwrap(), &fx["negative_prompt_embeds"]);
     assert!(err_c < 1e-4 && err_u < 1e-4, "{err_c} {err_u}");
@@ -151,7 +125,7 @@ fn bad_requests_are_refused_before_loading() {
 /// A copy of the tiny pipeline as a Wan2.2 A14B folder: `transformer_2/` (the same DiT as
 /// `transformer/`) and `boundary_ratio` in model_index.json.
 fn two_expert_copy(dir: &std::path::Path) -> PathBuf {
-    let src = fixture().join("tiny");
+    let src = common::fixture("wan_pipeline").join("tiny");
     let dst = dir.join("a14b");
     for entry in std::fs::read_dir(&src).unwrap() {
         let entry = entry.unwrap();
@@ -191,7 +165,7 @@ fn two_experts_switch_at_the_boundary() {
     let mut req = request("unipc");
     req.model_dir = dir.clone();
     let (video, _) = run(&req);
-    let err = max_abs(&video, &io()["video_unipc"]);
+    let err = max_abs(&video, &common::io("wan_pipeline")["video_unipc"]);
     assert!(err <= 1e-3, "max abs error {err}");
     // A second guidance scale below the boundary changes the clip.
     req.guidance_2 = Some(1.5);
