@@ -337,10 +337,19 @@ impl ModelFolder {
         }
     }
 
-    /// The text encoder's config (for the memory plan): its config.json, else umT5-XXL.
+    /// The text encoder's config (for the memory plan): its config.json, for a single weight
+    /// file (original layout) the one its tensor shapes give, else umT5-XXL.
     pub fn text_config(&self) -> UMT5Config {
-        let p = self.text_encoder.join("config.json");
-        UMT5Config::from_file(&p).unwrap_or_else(|_| UMT5Config::umt5_xxl())
+        let inferred = || {
+            hsa_models::umt5::UMT5Weights::open(std::slice::from_ref(&self.text_encoder))
+                .and_then(|w| w.infer_config())
+        };
+        let cfg = if self.text_encoder.is_file() {
+            inferred().ok()
+        } else {
+            UMT5Config::from_file(&self.text_encoder.join("config.json")).ok()
+        };
+        cfg.unwrap_or_else(UMT5Config::umt5_xxl)
     }
 }
 
