@@ -328,6 +328,9 @@ enum BenchCommand {
     Dit(hsa_eval::bench::DitBenchArgs),
     /// Times whole sampling runs: FM(T) against HSA at each budget, same model and noise.
     Samplers(hsa_eval::bench::SamplerBenchArgs),
+    /// Times a Wan VAE decode (or --encode) on random weights, CPU; --torch also times
+    /// diffusers on the same weights and input in the same run.
+    Vae(hsa_eval::bench::VaeBenchArgs),
 }
 
 fn main() {
@@ -458,6 +461,11 @@ fn run(cli: Cli, sampler_given: bool) -> Result<()> {
         } => {
             let report = hsa_eval::bench::dit_forward(&args, &device)?;
             print!("{report}");
+        }
+        Command::Bench {
+            command: BenchCommand::Vae(args),
+        } => {
+            print!("{}", hsa_eval::bench::vae(&args)?);
         }
     }
     Ok(())
