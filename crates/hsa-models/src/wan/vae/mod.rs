@@ -21,9 +21,10 @@
 //! Cost at real sizes: nearly all the work is the 3×3×3 convolutions (stacked-tap `conv2d`,
 //! see [`causal_conv`]; RMS norms, SiLU and copies measured at ~5 % on the CPU). A Wan2.1
 //! decode of 81 frames at 832×480 is ≈ 0.27 PFLOP (≈ 1.2 TFLOP per output frame in each of
-//! the two top levels): hours on a 2-core CPU at candle's ~25–55 GFLOP/s conv2d (≈ 2.5–3× the
-//! CPU time of PyTorch/oneDNN, measured on a 5-frame 96×128 decode), so real-size decoding is
-//! a GPU job. The mid-block attention is per frame over the latent grid (6240 positions at
+//! the two top levels): hours on a 2-core CPU at candle's ~25–55 GFLOP/s conv2d (3.7–5.2× the
+//! wall time of PyTorch at equal threads, `hsa bench vae --torch`, docs/benchmarks.md; most of
+//! the gap is candle gathering conv2d input patches element by element), so real-size decoding
+//! is a GPU job. The mid-block attention is per frame over the latent grid (6240 positions at
 //! 832×480), small next to the convolutions.
 
 pub mod blocks;
