@@ -6,7 +6,8 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
 
-use crate::{default_model_dir, progress, SamplerArgs};
+use crate::generate::default_model_dir;
+use crate::{progress, SamplerArgs};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -44,9 +44,6 @@ pub enum TrainCommand {
         /// Decay of the weight average that ships (longer runs afford a slower average).
         #[arg(long, default_value_t = 0.995)]
         ema_decay: f64,
-        /// Where to train: `cpu`, or `cuda` / `cuda:N` in a build with `--features cuda`.
-        #[arg(long, default_value = "cpu")]
-        device: String,
     },
     /// Writes the shippable model folder (EMA weights, bf16) from a training folder.
     Export {
@@ -57,7 +54,7 @@ pub enum TrainCommand {
     },
 }
 
-pub fn train(command: TrainCommand) -> Result<()> {
+pub fn train(command: TrainCommand, device: &candle_core::Device) -> Result<()> {
     use hsa_shapes::train::{export, train, TrainConfig};
     match command {
         TrainCommand::Shapes {
@@ -75,9 +72,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
             size,
             shift,
             ema_decay,
-            device,
         } => {
-            let device = parse_device(&device)?;
             let cfg = TrainConfig {
                 steps,
                 batch,
@@ -102,7 +97,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 .create(true)
                 .append(true)
                 .open(&log_path)?;
-            let summary = train(&cfg, &work, &device, &mut |p| {
+            let summary = train(&cfg, &work, device, &mut |p| {
                 use std::io::Write;
                 bar.set_position(p.step as u64);
                 bar.set_message(format!("training, loss {:.4}", p.loss));
@@ -132,23 +127,4 @@ pub fn train(command: TrainCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `cpu`, `cuda` or `cuda:N`; a CUDA device in a build without the `cuda` feature is an error
-/// naming the feature.
-pub fn parse_device(name: &str) -> Result<candle_core::Device> {
-    let ordinal = match name {
-        "cpu" => return Ok(candle_core::Device::Cpu),
-        "cuda" => 0,
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => n,
-            _ => anyhow::bail!("unknown device '{other}': use cpu, cuda or cuda:N"),
-        },
-    };
-    if !candle_core::utils::cuda_is_available() {
-        anyhow::bail!(
-            "device '{name}' needs a build with `--features cuda` (this one is CPU only)"
-        );
-    }
-    Ok(candle_core::Device::new_cuda(ordinal)?)
 }
