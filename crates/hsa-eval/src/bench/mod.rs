@@ -135,6 +135,8 @@ pub fn dit_forward(args: &DitBenchArgs, device: &Device) -> Result<DitBenchRepor
      -> std::result::Result<f64, hsa_core::CoreError> {
         let start = Instant::now();
         den.velocity(&x, 500.0, Branch::Cond, active)?;
+        // GPU work is asynchronous: time it to completion.
+        device.synchronize()?;
         Ok(start.elapsed().as_secs_f64())
     };
     // Warm-up (also fills the K/V cache for the partial passes).
