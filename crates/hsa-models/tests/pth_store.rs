@@ -6,7 +6,7 @@
 mod common;
 
 use candle_core::{DType, Device};
-use common::fixtures;
+use common::{fixtures, max_abs};
 use hsa_models::store::{Routing, TensorStore};
 use hsa_models::ModelError;
 
@@ -33,17 +33,7 @@ fn pth_tensors_equal_their_safetensors_copy() {
         assert_eq!((shape.clone(), dtype), st.info(k).unwrap(), "{k}");
         let a = pth.get(k, dtype, &Device::Cpu).unwrap();
         let b = st.get(k, dtype, &Device::Cpu).unwrap();
-        let diff = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(diff, 0.0, "{k} differs");
+        assert_eq!(max_abs(&a, &b), 0.0, "{k} differs");
     }
     assert_eq!(pth.info("blocks.0.bf16").unwrap().1, DType::BF16);
 }

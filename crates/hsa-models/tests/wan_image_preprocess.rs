@@ -4,23 +4,9 @@
 
 mod common;
 
-use common::{fixtures, load, rel_l2};
+use common::{fixtures, load, max_abs, rel_l2};
 use hsa_models::clip::{load_image, signed_pixels, wan_official_pixels};
 use hsa_models::interpolate::bicubic_resize;
-
-fn max_abs(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 #[test]
 fn bicubic_resize_matches_torch_interpolate() {

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use hsa_models::clip::{
-    load_image, signed_pixels, wan_official_pixels, ClipImageProcessor, ClipVisionModel, PilFilter,
-    RgbImage,
+    load_image, rgb_planes, signed_pixels, wan_official_pixels, ClipImageProcessor,
+    ClipVisionModel, PilFilter, RgbImage,
 };
 use hsa_models::interpolate::bicubic_resize;
 use hsa_models::wan::patch::patchify;
@@ -122,16 +122,7 @@ pub fn first_frame(
 
 /// diffusers' `VaeImageProcessor`: `u8 / 255` (float32), then `2x − 1`.
 fn diffusers_pixels(img: &RgbImage, device: &Device) -> Result<Tensor> {
-    let (w, h) = img.dimensions();
-    let (w, h) = (w as usize, h as usize);
-    let raw = img.as_raw();
-    let mut out = vec![0f32; 3 * h * w];
-    for c in 0..3 {
-        for (i, v) in out[c * h * w..(c + 1) * h * w].iter_mut().enumerate() {
-            *v = 2.0 * (raw[i * 3 + c] as f32 / 255.0) - 1.0;
-        }
-    }
-    Ok(Tensor::from_vec(out, (3, h, w), device)?)
+    Ok(rgb_planes(img, |u| 2.0 * (u as f32 / 255.0) - 1.0, device)?)
 }
 
 /// Width and height of an image file after its EXIF orientation (decodes it: the checks of

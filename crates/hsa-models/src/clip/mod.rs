@@ -13,6 +13,8 @@ pub mod weights;
 pub use config::{ClipActivation, ClipVisionConfig};
 pub use image_io::{load_image, RgbImage};
 pub use model::{ClipVisionModel, ClipVisionOutput};
-pub use preprocess::{signed_pixels, wan_official_pixels, ClipImageProcessor, ResizeTo};
+pub use preprocess::{
+    rgb_planes, signed_pixels, wan_official_pixels, ClipImageProcessor, ResizeTo,
+};
 pub use resample::PilFilter;
 pub use weights::{ClipKeyFormat, ClipWeights};

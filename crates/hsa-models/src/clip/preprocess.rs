@@ -332,19 +332,24 @@ pub fn center_crop(img: &RgbImage, crop_h: u32, crop_w: u32) -> RgbImage {
     out
 }
 
-/// An 8-bit RGB image as the official Wan code reads it: `TF.to_tensor(img).sub_(0.5).div_(0.5)`,
-/// `[3, H, W]` f32 in `[-1, 1]`.
-pub fn signed_pixels(img: &RgbImage, device: &Device) -> Result<Tensor> {
+/// An 8-bit RGB image as `[3, H, W]` f32 planes, each value mapped by `map`.
+pub fn rgb_planes(img: &RgbImage, map: impl Fn(u8) -> f32, device: &Device) -> Result<Tensor> {
     let (w, h) = img.dimensions();
     let (w, h) = (w as usize, h as usize);
     let raw = img.as_raw();
     let mut out = vec![0f32; 3 * h * w];
     for c in 0..3 {
         for (i, v) in out[c * h * w..(c + 1) * h * w].iter_mut().enumerate() {
-            *v = (raw[i * 3 + c] as f32 / 255.0 - 0.5) / 0.5;
+            *v = map(raw[i * 3 + c]);
         }
     }
     Ok(Tensor::from_vec(out, (3, h, w), device)?)
+}
+
+/// An 8-bit RGB image as the official Wan code reads it: `TF.to_tensor(img).sub_(0.5).div_(0.5)`,
+/// `[3, H, W]` f32 in `[-1, 1]`.
+pub fn signed_pixels(img: &RgbImage, device: &Device) -> Result<Tensor> {
+    rgb_planes(img, |u| (u as f32 / 255.0 - 0.5) / 0.5, device)
 }
 
 /// The official Wan2.1 CLIP input: the whole `[-1, 1]` image bicubic-resized (PyTorch's

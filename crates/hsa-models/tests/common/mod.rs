@@ -44,3 +44,17 @@ pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
         .sqrt();
     num / den.max(1e-30)
 }
+
+/// Largest absolute difference of two same-shaped tensors, in f32.
+pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+    d.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
