@@ -141,13 +141,12 @@ impl Conv2d {
     /// the CPU, where candle has no bf16 conv and the weights are kept in f32).
     fn forward_batch(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
-        let y = x.to_dtype(self.weight.dtype())?.conv2d(
-            &self.weight,
-            self.padding,
-            self.stride,
-            1,
-            1,
-        )?;
+        let x = x.to_dtype(self.weight.dtype())?;
+        let y = if super::im2col::supports(&x, &self.weight) && self.kernel() > 1 {
+            super::im2col::conv2d(&x, &self.weight, self.padding, self.stride)?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        };
         Ok(y.broadcast_add(&self.bias)?.to_dtype(dtype)?)
     }
 }

@@ -21,10 +21,9 @@
 //! Cost at real sizes: nearly all the work is the 3×3×3 convolutions (stacked-tap `conv2d`,
 //! see [`causal_conv`]; RMS norms, SiLU and copies measured at ~5 % on the CPU). A Wan2.1
 //! decode of 81 frames at 832×480 is ≈ 0.27 PFLOP (≈ 1.2 TFLOP per output frame in each of
-//! the two top levels): hours on a 2-core CPU at candle's ~25–55 GFLOP/s conv2d (3.7–5.2× the
-//! wall time of PyTorch at equal threads, `hsa bench vae --torch`, docs/benchmarks.md; most of
-//! the gap is candle gathering conv2d input patches element by element), so real-size decoding
-//! is a GPU job. The mid-block attention is per frame over the latent grid (6240 positions at
+//! the two top levels): tens of minutes on a 2-core CPU (1.3–1.4× the wall time of PyTorch at
+//! equal threads with our patch gathering in `im2col`; 3.7–5.2× with candle's conv2d;
+//! `hsa bench vae --torch`, docs/benchmarks.md), so real-size decoding is a GPU job. The mid-block attention is per frame over the latent grid (6240 positions at
 //! 832×480), small next to the convolutions.
 
 pub mod blocks;
@@ -32,6 +31,7 @@ pub mod causal_conv;
 pub mod config;
 pub mod decoder;
 pub mod encoder;
+mod im2col;
 pub mod infer;
 pub mod weights;
 
