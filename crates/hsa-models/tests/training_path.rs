@@ -12,7 +12,7 @@ use hsa_models::wan::{attention::scaled_dot_product, rope};
 fn var(shape: &[usize], seed: f32) -> Var {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n)
-        .map(|i| ((i as f32 * 0.37 + seed).sin() * 1.3))
+        .map(|i| (i as f32 * 0.37 + seed).sin() * 1.3)
         .collect();
     Var::from_vec(v, shape, &Device::Cpu).unwrap()
 }

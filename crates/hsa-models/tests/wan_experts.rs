@@ -98,7 +98,7 @@ fn experts_switch_at_the_boundary_with_their_own_guidance() {
     assert!(run.stats.token_step_fraction < 1.0);
     // Without the forced dense step the low expert has no cache: a clear error.
     let no_switch = HsaConfig::new("0.5:1,0.5:2".parse::<GroupSpec>().unwrap(), 2, 0);
-    if (switch - 2) % 2 != 0 {
+    if !(switch - 2).is_multiple_of(2) {
         assert!(sample_hsa(
             &mut experts(),
             &noise,

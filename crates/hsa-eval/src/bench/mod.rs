@@ -94,7 +94,7 @@ fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
 /// The benchmark's model (random weights, Wan2.1-1.3B layout with the requested sizes) and a
 /// random text context of `text_len` rows.
 fn random_model(args: &DitBenchArgs, dtype: DType, device: &Device) -> Result<(WanModel, Tensor)> {
-    if args.heads == 0 || args.dim % args.heads != 0 {
+    if args.heads == 0 || !args.dim.is_multiple_of(args.heads) {
         return Err(EvalError::Invalid(format!(
             "dim {} is not divisible by heads {}",
             args.dim, args.heads

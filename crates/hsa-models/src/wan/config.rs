@@ -155,13 +155,13 @@ impl WanConfig {
         if self.patch_size.contains(&0) {
             return Err(format!("patch_size {:?} must be positive", self.patch_size));
         }
-        if self.freq_dim == 0 || self.freq_dim % 2 != 0 {
+        if self.freq_dim == 0 || !self.freq_dim.is_multiple_of(2) {
             return Err(format!(
                 "freq_dim must be a positive even number, got {}",
                 self.freq_dim
             ));
         }
-        if self.head_dim % 2 != 0 || self.head_dim < 6 {
+        if !self.head_dim.is_multiple_of(2) || self.head_dim < 6 {
             return Err(format!(
                 "head_dim must be even and at least 6 for 3-D RoPE, got {}",
                 self.head_dim
@@ -294,7 +294,7 @@ struct OriginalConfig {
 
 impl OriginalConfig {
     fn into_config(self) -> std::result::Result<WanConfig, String> {
-        if self.num_heads == 0 || self.dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.dim.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "dim {} is not divisible by num_heads {}",
                 self.dim, self.num_heads

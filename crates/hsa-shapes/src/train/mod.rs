@@ -137,15 +137,15 @@ impl TrainConfig {
 
     fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
-        if self.heads == 0 || self.dim % self.heads != 0 {
+        if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return bad(format!(
                 "dim {} must be divisible by heads {}",
                 self.dim, self.heads
             ));
         }
-        if self.width % self.patch[2] != 0
-            || self.height % self.patch[1] != 0
-            || self.frames % self.patch[0] != 0
+        if !self.width.is_multiple_of(self.patch[2])
+            || !self.height.is_multiple_of(self.patch[1])
+            || !self.frames.is_multiple_of(self.patch[0])
         {
             return bad(format!(
                 "clip {}x{}x{} is not divisible by patch {:?}",

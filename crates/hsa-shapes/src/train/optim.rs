@@ -134,13 +134,13 @@ mod tests {
                 weight_decay: 0.0,
                 ..Default::default()
             },
-            &[x.clone()],
+            std::slice::from_ref(&x),
         )
         .unwrap();
         for _ in 0..500 {
             let loss = x.as_tensor().sqr().unwrap().sum_all().unwrap();
             let grads = loss.backward().unwrap();
-            opt.update(&[x.clone()], &grads, 0.05).unwrap();
+            opt.update(std::slice::from_ref(&x), &grads, 0.05).unwrap();
         }
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|a| a.abs() < 1e-2), "{v:?}");
@@ -154,12 +154,12 @@ mod tests {
                 max_grad_norm: 1.0,
                 ..Default::default()
             },
-            &[x.clone()],
+            std::slice::from_ref(&x),
         )
         .unwrap();
         let loss = (x.as_tensor() * 100.0).unwrap().sum_all().unwrap();
         let norm = opt
-            .update(&[x.clone()], &loss.backward().unwrap(), 0.1)
+            .update(std::slice::from_ref(&x), &loss.backward().unwrap(), 0.1)
             .unwrap();
         assert!((norm - 100.0).abs() < 1e-3);
         // First Adam step moves by ~lr regardless of scale.
