@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use hsa_core::{Guidance, ScheduleKind, TokenGrid};
+use hsa_models::clip::ClipVisionConfig;
 use hsa_models::text::{encode_text, Tokenizer};
 use hsa_models::umt5::{UMT5Config, UMT5Encoder};
 use hsa_models::wan::patch::grid_for;
@@ -486,15 +487,21 @@ impl ModelFolder {
         }
     }
 
-    /// The memory plan of a run of `sampler` (already defaulted) at `s`.
+    /// The memory plan of a run of `sampler` (already defaulted) at `s`; `with_image`: an
+    /// image-to-video run (the VAE encoder and CLIP tower run before the DiT loads).
     pub fn memory_plan(
         &self,
         s: &RunSettings,
         sampler: &str,
         dtype: Option<DType>,
+        with_image: bool,
     ) -> Result<MemoryPlan> {
         let grid = self.grid(s)?;
         let text = self.text_config();
+        let clip = self
+            .image_encoder
+            .as_ref()
+            .and_then(|d| ClipVisionConfig::from_file(&d.join("config.json")).ok());
         Ok(crate::memory::plan(&PlanInputs {
             dit: &self.dit_config,
             experts: self.transformers.len(),
@@ -509,6 +516,7 @@ impl ModelFolder {
                 .vae
                 .as_ref()
                 .map(|(_, c)| (c, s.frames, s.height, s.width)),
+            image: with_image.then_some(clip.as_ref()),
         }))
     }
 

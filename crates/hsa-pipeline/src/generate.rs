@@ -454,7 +454,12 @@ impl LoadedModel {
 pub fn memory_plan(req: &GenerateRequest) -> Result<MemoryPlan> {
     let folder = ModelFolder::open(&req.model_dir)?;
     let s = folder.settings(req)?;
-    folder.memory_plan(&s, &folder.sampler_options(&req.sampler).sampler, req.dtype)
+    folder.memory_plan(
+        &s,
+        &folder.sampler_options(&req.sampler).sampler,
+        req.dtype,
+        req.image.is_some(),
+    )
 }
 
 /// Runs text encoding, sampling and decoding. `on_step` sees sampler steps; `on_stage` stage
@@ -471,7 +476,7 @@ pub fn generate(
     let grid = folder.grid(&settings)?;
     let sampler = folder.sampler_options(&req.sampler);
     sampler.resolve(settings.steps, grid.len())?;
-    let plan = folder.memory_plan(&settings, &sampler.sampler, req.dtype)?;
+    let plan = folder.memory_plan(&settings, &sampler.sampler, req.dtype, req.image.is_some())?;
     on_stage(Stage::Plan(plan));
     if device.is_cpu() && !req.skip_memory_check {
         if let Some(available) = crate::memory::available_bytes() {

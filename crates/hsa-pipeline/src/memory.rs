@@ -1,6 +1,7 @@
 //! Process memory: the peak for run reports, and the memory plan `hsa generate` checks before
 //! it loads a model (weights, K/V cache, activations, VAE decode) against what the machine has.
 
+use hsa_models::clip::ClipVisionConfig;
 use hsa_models::umt5::UMT5Config;
 use hsa_models::wan::{WanConfig, WanVaeConfig};
 
@@ -105,6 +106,9 @@ pub struct MemoryPlan {
     pub activations: u64,
     /// VAE weights, one decoded chunk with its time caches, and the output clip.
     pub vae_decode: u64,
+    /// Image to video: VAE encoder with the conditioning video, and the CLIP tower (Wan2.1
+    /// I2V), while the image is encoded (before the DiT loads); 0 otherwise.
+    pub image_encode: u64,
 }
 
 /// The sizes a [`MemoryPlan`] is computed from.
@@ -126,6 +130,9 @@ pub struct PlanInputs<'a> {
     pub text_len: usize,
     /// VAE config and the output clip (frames, height, width); `None` for pixel-space models.
     pub vae: Option<(&'a WanVaeConfig, usize, usize, usize)>,
+    /// Image to video: whether the VAE encodes a conditioning video, and the CLIP tower's
+    /// config when there is one.
+    pub image: Option<Option<&'a ClipVisionConfig>>,
 }
 
 /// Computes the plan. Activations: `N·(8·D + 2·F)` f32 values for one dense forward (hidden
@@ -156,12 +163,35 @@ pub fn plan(p: &PlanInputs) -> MemoryPlan {
             vae_decoder_parameters(v) * 4 + 48 * frame + 2 * 3 * (frames * h * w) as u64 * 4
         }
     };
+    let image_encode = match (p.image, p.vae) {
+        (Some(clip), Some((v, frames, h, w))) => {
+            // The encoder mirrors the decoder's widths; its first level runs at full size.
+            let patch = v.patch() as u64;
+            let frame = (v.base_dim as u64) * (h as u64 / patch) * (w as u64 / patch) * 4;
+            let clip_bytes = clip.map_or(0, |c| {
+                let (hd, mlp) = (c.hidden_size as u64, c.intermediate_size as u64);
+                let p = c.patch_size as u64;
+                let tokens = (c.image_size as u64 / p.max(1)).pow(2) + 1;
+                // Weights (blocks, patch and position embeddings), then one block's activations.
+                4 * (c.num_hidden_layers as u64 * (4 * hd * hd + 2 * hd * mlp)
+                    + 3 * p * p * hd
+                    + tokens * hd
+                    + tokens * (4 * hd + mlp))
+            });
+            vae_decoder_parameters(v) * 4
+                + 48 * frame
+                + 3 * (frames * h * w) as u64 * 4
+                + clip_bytes
+        }
+        _ => 0,
+    };
     MemoryPlan {
         weights,
         text_encoder,
         kv_cache,
         activations,
         vae_decode,
+        image_encode,
     }
 }
 
@@ -170,9 +200,10 @@ fn gib(b: u64) -> f64 {
 }
 
 impl MemoryPlan {
-    /// Peak over the phases: text encoding, sampling, decoding.
+    /// Peak over the phases: text encoding, image encoding, sampling, decoding.
     pub fn peak(&self) -> u64 {
         self.text_encoder
+            .max(self.image_encode)
             .max(self.weights + self.kv_cache + self.activations)
             .max(self.vae_decode)
     }
@@ -204,11 +235,18 @@ impl std::fmt::Display for MemoryPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "weights {}, K/V cache {}, activations {}, text encoder {}, VAE decode {}; peak {}",
+            "weights {}, K/V cache {}, activations {}, text encoder {}, ",
             size(self.weights),
             size(self.kv_cache),
             size(self.activations),
             size(self.text_encoder),
+        )?;
+        if self.image_encode > 0 {
+            write!(f, "image encoding {}, ", size(self.image_encode))?;
+        }
+        write!(
+            f,
+            "VAE decode {}; peak {}",
             size(self.vae_decode),
             size(self.peak())
         )
@@ -265,6 +303,7 @@ mod tests {
             text_bytes: 2,
             text_len: 512,
             vae: None,
+            image: None,
         };
         let p = plan(&inputs);
         assert_eq!(p.weights, 28328 * 4);
@@ -306,6 +345,7 @@ mod tests {
             text_bytes: 2,
             text_len: 512,
             vae: Some((&vae, 81, 480, 832)),
+            image: None,
         });
         assert_eq!(p.kv_cache, 2 * 2 * 30 * 32760 * 1536 * 2);
         assert!(p.vae_decode > 4 << 30 && p.vae_decode < 16 << 30, "{p}");

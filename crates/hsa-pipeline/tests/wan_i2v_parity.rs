@@ -196,3 +196,28 @@ fn ti2v_text_to_video_equals_diffusers_and_checks_its_size() {
         .to_string();
     assert!(err.contains("multiples of 32"), "{err}");
 }
+
+/// The memory plan of an image-to-video run counts the image encoders (they run before the DiT
+/// loads): at least the CLIP tower's weights as stored.
+#[test]
+fn memory_plan_counts_the_image_encoders() {
+    let req = request("wan21_i2v", "fm");
+    let folder = ModelFolder::open(&req.model_dir).unwrap();
+    let s = folder.settings(&req).unwrap();
+    let with = folder.memory_plan(&s, "fm", None, true).unwrap();
+    let without = folder.memory_plan(&s, "fm", None, false).unwrap();
+    assert_eq!(without.image_encode, 0);
+    let clip_file = std::fs::metadata(req.model_dir.join("image_encoder/model.safetensors"))
+        .unwrap()
+        .len();
+    let mut no_clip = folder.clone();
+    no_clip.image_encoder = None;
+    let vae_only = no_clip.memory_plan(&s, "fm", None, true).unwrap();
+    let clip_part = with.image_encode - vae_only.image_encode;
+    assert!(
+        vae_only.image_encode > 0 && clip_part >= clip_file * 8 / 10,
+        "CLIP part {clip_part} < CLIP weights {clip_file}"
+    );
+    assert!(with.peak() >= with.image_encode);
+    assert!(with.to_string().contains("image encoding"));
+}
