@@ -10,41 +10,7 @@ use crate::progress;
 #[derive(Subcommand)]
 pub enum TrainCommand {
     /// Flow-matching training on the moving-shapes world (resumes from WORK's checkpoint).
-    Shapes {
-        /// Training folder: config, text stack, checkpoints.
-        #[arg(long, default_value = "runs/shapes")]
-        work: PathBuf,
-        #[arg(long, default_value_t = 3000)]
-        steps: usize,
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        #[arg(long, default_value_t = 192)]
-        dim: usize,
-        #[arg(long, default_value_t = 3)]
-        heads: usize,
-        #[arg(long, default_value_t = 6)]
-        layers: usize,
-        #[arg(long, default_value_t = 768)]
-        ffn: usize,
-        #[arg(long, default_value_t = 4e-4)]
-        lr: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        #[arg(long, default_value_t = 100)]
-        checkpoint_every: usize,
-        /// Frames per training clip.
-        #[arg(long, default_value_t = 17)]
-        frames: usize,
-        /// Clip width and height.
-        #[arg(long, default_value_t = 32)]
-        size: usize,
-        /// Timestep shift of the sampled training noise levels (1 = none).
-        #[arg(long, default_value_t = 1.0)]
-        shift: f64,
-        /// Decay of the weight average that ships (longer runs afford a slower average).
-        #[arg(long, default_value_t = 0.995)]
-        ema_decay: f64,
-    },
+    Shapes(ShapesArgs),
     /// Writes the shippable model folder (EMA weights, bf16) from a training folder.
     Export {
         #[arg(long, default_value = "runs/shapes")]
@@ -54,43 +20,73 @@ pub enum TrainCommand {
     },
 }
 
+/// `hsa train shapes`: the run's folder and the [`hsa_shapes::train::TrainConfig`] fields a
+/// user sets (the rest keep their defaults).
+#[derive(clap::Args)]
+pub struct ShapesArgs {
+    /// Training folder: config, text stack, checkpoints.
+    #[arg(long, default_value = "runs/shapes")]
+    pub work: PathBuf,
+    #[arg(long, default_value_t = 3000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 192)]
+    pub dim: usize,
+    #[arg(long, default_value_t = 3)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 6)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 768)]
+    pub ffn: usize,
+    #[arg(long, default_value_t = 4e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: usize,
+    /// Frames per training clip.
+    #[arg(long, default_value_t = 17)]
+    pub frames: usize,
+    /// Clip width and height.
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// Timestep shift of the sampled training noise levels (1 = none).
+    #[arg(long, default_value_t = 1.0)]
+    pub shift: f64,
+    /// Decay of the weight average that ships (longer runs afford a slower average).
+    #[arg(long, default_value_t = 0.995)]
+    pub ema_decay: f64,
+}
+
+impl ShapesArgs {
+    fn config(&self) -> hsa_shapes::train::TrainConfig {
+        hsa_shapes::train::TrainConfig {
+            steps: self.steps,
+            batch: self.batch,
+            dim: self.dim,
+            heads: self.heads,
+            layers: self.layers,
+            ffn: self.ffn,
+            lr: self.lr,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            frames: self.frames,
+            width: self.size,
+            height: self.size,
+            shift: self.shift,
+            ema_decay: self.ema_decay,
+            ..Default::default()
+        }
+    }
+}
+
 pub fn train(command: TrainCommand, device: &candle_core::Device) -> Result<()> {
-    use hsa_shapes::train::{export, train, TrainConfig};
+    use hsa_shapes::train::{export, train};
     match command {
-        TrainCommand::Shapes {
-            work,
-            steps,
-            batch,
-            dim,
-            heads,
-            layers,
-            ffn,
-            lr,
-            seed,
-            checkpoint_every,
-            frames,
-            size,
-            shift,
-            ema_decay,
-        } => {
-            let cfg = TrainConfig {
-                steps,
-                batch,
-                dim,
-                heads,
-                layers,
-                ffn,
-                lr,
-                seed,
-                checkpoint_every,
-                frames,
-                width: size,
-                height: size,
-                shift,
-                ema_decay,
-                ..Default::default()
-            };
-            let bar = progress::steps_bar(steps as u64, "training");
+        TrainCommand::Shapes(args) => {
+            let (cfg, work) = (args.config(), args.work);
+            let bar = progress::steps_bar(cfg.steps as u64, "training");
             let log_path = work.join("loss.csv");
             std::fs::create_dir_all(&work)?;
             let mut log = std::fs::OpenOptions::new()

@@ -110,12 +110,11 @@ pub fn norm_modulate(
     scale: &Tensor,
 ) -> Result<Tensor> {
     let (w, bias, eps) = norm.parts();
-    let fits = mod_rows(x, shift).is_some() && mod_rows(x, shift) == mod_rows(x, scale);
-    if !fits || !fusable(&[x, shift, scale, w, bias]) {
-        return crate::nn::modulate(&norm.forward(x)?, shift, scale);
-    }
+    let m_rows = match (mod_rows(x, shift), mod_rows(x, scale)) {
+        (Some(r), Some(q)) if r == q && fusable(&[x, shift, scale, w, bias]) => r,
+        _ => return crate::nn::modulate(&norm.forward(x)?, shift, scale),
+    };
     let (_, a, d) = x.dims3()?;
-    let m_rows = mod_rows(x, shift).unwrap_or(1);
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     let (sh, sc) = (
         shift.flatten_all()?.to_vec1::<f32>()?,
@@ -147,12 +146,11 @@ pub fn norm_modulate(
 
 /// `x + y·gate` for `x`, `y` `[B, A, D]` and `gate` `[B, 1 or A, D]` (Wan's gated residuals).
 pub fn gated_add(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
-    let m_rows = mod_rows(x, gate);
-    if m_rows.is_none() || x.dims() != y.dims() || !fusable(&[x, y, gate]) {
-        return Ok((x + y.broadcast_mul(gate)?)?);
-    }
+    let m_rows = match mod_rows(x, gate) {
+        Some(r) if x.dims() == y.dims() && fusable(&[x, y, gate]) => r,
+        _ => return Ok((x + y.broadcast_mul(gate)?)?),
+    };
     let (_, a, d) = x.dims3()?;
-    let m_rows = m_rows.unwrap_or(1);
     let mut out = x.flatten_all()?.to_vec1::<f32>()?;
     let ys = y.flatten_all()?.to_vec1::<f32>()?;
     let g = gate.flatten_all()?.to_vec1::<f32>()?;

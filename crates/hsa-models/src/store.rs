@@ -355,6 +355,14 @@ impl TensorStore {
     }
 }
 
+/// Reads a text file (a config), with an I/O error naming the path.
+pub fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
 /// candle errors wrap the interesting message in context layers; keep the innermost one.
 pub fn root_message(e: &candle_core::Error) -> String {
     match e {

@@ -383,7 +383,7 @@ impl ModelFolder {
         let (width, height) = match (req.size, &req.image, self.image_mode) {
             (Some(size), _, _) => size,
             (None, Some(path), Some(mode)) => {
-                let (w, h) = crate::image_cond::image_dimensions(path)?;
+                let (w, h) = hsa_models::clip::image_size(path)?;
                 let (sp, _) = self.vae_factors();
                 let p = self.dit_config.patch_size;
                 let area = d.width * d.height;

@@ -125,12 +125,6 @@ fn diffusers_pixels(img: &RgbImage, device: &Device) -> Result<Tensor> {
     Ok(rgb_planes(img, |u| 2.0 * (u as f32 / 255.0) - 1.0, device)?)
 }
 
-/// Width and height of an image file after its EXIF orientation (decodes it: the checks of
-/// [`hsa_models::clip::load_image`] apply).
-pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
-    Ok(load_image(path)?.dimensions())
-}
-
 /// Everything an image contributes to one run, computed before the DiT loads.
 #[derive(Debug, Clone)]
 pub struct ImageInputs {

@@ -57,16 +57,46 @@ pub fn check_image_size(path: &Path, width: u32, height: u32) -> Result<()> {
 /// before decoding).
 pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
     let path = path.as_ref();
-    let io = |e: std::io::Error| ModelError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let decode = |e: image::ImageError| match e {
-        image::ImageError::IoError(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => io(e),
+    let (decoder, orientation) = open_checked(path)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(path, e))?;
+    img.apply_orientation(orientation);
+    Ok(img.into_rgb8())
+}
+
+/// Width and height of an image file as [`load_image`] would return it (EXIF orientation
+/// applied), read from the header without decoding the pixels; the same errors.
+pub fn image_size(path: impl AsRef<Path>) -> Result<(u32, u32)> {
+    let path = path.as_ref();
+    let (decoder, orientation) = open_checked(path)?;
+    let (w, h) = decoder.dimensions();
+    use image::metadata::Orientation::*;
+    Ok(match orientation {
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH => (h, w),
+        _ => (w, h),
+    })
+}
+
+fn decode_error(path: &Path, e: image::ImageError) -> ModelError {
+    match e {
+        image::ImageError::IoError(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => {
+            ModelError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        }
         other => ModelError::ImageDecode {
             path: path.to_path_buf(),
             message: other.to_string(),
         },
+    }
+}
+
+/// Opens the file's decoder (format from the content), checks the size limits from its header
+/// and reads the EXIF orientation.
+fn open_checked(path: &Path) -> Result<(impl ImageDecoder, image::metadata::Orientation)> {
+    let io = |e: std::io::Error| ModelError::Io {
+        path: path.to_path_buf(),
+        source: e,
     };
     let mut reader = ImageReader::open(path)
         .map_err(io)?
@@ -77,11 +107,9 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<RgbImage> {
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_IMAGE_PIXELS * 8 + (1 << 20));
     reader.limits(limits);
-    let mut decoder = reader.into_decoder().map_err(decode)?;
+    let mut decoder = reader.into_decoder().map_err(|e| decode_error(path, e))?;
     let (width, height) = decoder.dimensions();
     check_image_size(path, width, height)?;
-    let orientation = decoder.orientation().map_err(decode)?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(decode)?;
-    img.apply_orientation(orientation);
-    Ok(img.into_rgb8())
+    let orientation = decoder.orientation().map_err(|e| decode_error(path, e))?;
+    Ok((decoder, orientation))
 }

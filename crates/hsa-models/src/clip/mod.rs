@@ -11,7 +11,7 @@ pub mod resample;
 pub mod weights;
 
 pub use config::{ClipActivation, ClipVisionConfig};
-pub use image_io::{load_image, RgbImage};
+pub use image_io::{image_size, load_image, RgbImage};
 pub use model::{ClipVisionModel, ClipVisionOutput};
 pub use preprocess::{
     rgb_planes, signed_pixels, wan_official_pixels, ClipImageProcessor, ResizeTo,

@@ -196,10 +196,7 @@ impl ClipImageProcessor {
 
     /// Reads a `preprocessor_config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let text = crate::store::read_text(&path)?;
         Self::from_json_str(&text, path)
     }
 

@@ -141,10 +141,7 @@ impl UMT5Config {
 
     /// Reads an HF `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let text = crate::store::read_text(&path)?;
         Self::from_json_str(&text, path)
     }
 

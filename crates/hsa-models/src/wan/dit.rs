@@ -205,10 +205,7 @@ pub fn init_values(name: &str, shape: &[usize], dim: usize, seed: u64) -> Vec<f3
 /// Reads and parses `dir/config.json`.
 pub fn read_config(dir: &Path) -> Result<WanConfig> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
+    let text = crate::store::read_text(&path)?;
     WanConfig::from_json(&text).map_err(|message| ModelError::Config { path, message })
 }
 

@@ -71,10 +71,7 @@ pub struct WanVae {
 
 /// Reads a diffusers `config.json` for the VAE.
 pub fn read_config(path: &Path) -> Result<WanVaeConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let text = crate::store::read_text(&path)?;
     WanVaeConfig::from_json(&text).map_err(|message| ModelError::Config {
         path: path.to_path_buf(),
         message,
