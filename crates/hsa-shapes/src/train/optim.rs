@@ -75,7 +75,9 @@ impl AdamW {
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
         for (i, (var, g)) in vars.iter().zip(gs).enumerate() {
             let Some(g) = g else { continue };
-            let g = (g * clip)?;
+            // Gradients of variables come back tracked (they reference the forward graph);
+            // the moments must not, or each would keep every earlier step alive.
+            let g = (g.detach() * clip)?;
             self.m[i] = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let mhat = (&self.m[i] / c1)?;
@@ -103,9 +105,12 @@ impl Ema {
         Ok(Self {
             decay,
             updates: 0,
+            // Detached copies: a copy of a variable records the variable as its input, and
+            // each update's result would then keep the previous average alive, one full set
+            // of weights per update (a GPU run ran out of memory after 774 updates).
             weights: vars
                 .iter()
-                .map(|v| v.as_tensor().copy())
+                .map(|v| v.as_tensor().detach().copy())
                 .collect::<candle_core::Result<_>>()?,
         })
     }
@@ -144,6 +149,31 @@ mod tests {
         }
         let v = x.as_tensor().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|a| a.abs() < 1e-2), "{v:?}");
+    }
+
+    #[test]
+    fn optimiser_and_average_state_hold_no_graph() {
+        let x = Var::from_slice(&[1.0f32, 2.0], 2, &Device::Cpu).unwrap();
+        let vars = std::slice::from_ref(&x);
+        let mut opt = AdamW::new(AdamWConfig::default(), vars).unwrap();
+        let mut ema = Ema::new(0.9, vars).unwrap();
+        for _ in 0..3 {
+            let grads = x
+                .as_tensor()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            opt.update(vars, &grads, 0.1).unwrap();
+            ema.update(vars).unwrap();
+        }
+        // A tracked tensor keeps its inputs (and theirs) alive: state must not be tracked.
+        let tracked = |t: &Tensor| t.track_op();
+        assert!(!tracked(&ema.weights[0]), "average");
+        assert!(!tracked(&opt.m[0]), "first moment");
+        assert!(!tracked(&opt.v[0]), "second moment");
     }
 
     #[test]
