@@ -57,6 +57,14 @@ pub struct ShapesArgs {
     /// Decay of the weight average that ships (longer runs afford a slower average).
     #[arg(long, default_value_t = 0.995)]
     pub ema_decay: f64,
+    /// Start every block as the identity (adaLN-Zero: modulation and cross-attention output
+    /// start at zero); `false` gives the plain random init the first bundled model had.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub adaln_zero: bool,
+    /// Start from this model folder's DiT (an export of the same architecture) with a fresh
+    /// optimiser, instead of a fresh init.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
 }
 
 impl ShapesArgs {
@@ -76,6 +84,8 @@ impl ShapesArgs {
             height: self.size,
             shift: self.shift,
             ema_decay: self.ema_decay,
+            adaln_zero: self.adaln_zero,
+            init_from: self.init_from.clone(),
             ..Default::default()
         }
     }

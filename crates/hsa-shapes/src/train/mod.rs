@@ -16,6 +16,8 @@
 //!   the weights (the EMA is what ships);
 //! * the output projection starts at zero (the model starts by predicting 0 velocity).
 
+mod checkpoint;
+pub mod data;
 pub mod optim;
 pub mod plot;
 pub mod text_stack;
@@ -29,8 +31,10 @@ use hsa_models::wan::dit::init_values;
 use hsa_models::wan::weights::expected_tensors;
 use hsa_models::wan::{WanConfig, WanModel};
 
-use crate::rng::Rng;
-use crate::{generate_train, ClipConfig};
+use crate::ClipConfig;
+pub use checkpoint::export;
+use checkpoint::Checkpoint;
+pub use data::{draw_batch, BatchDraw};
 use optim::{AdamW, AdamWConfig, Ema};
 use text_stack::{write_text_stack, TextStack};
 
@@ -76,6 +80,16 @@ pub struct TrainConfig {
     pub seed: u64,
     pub checkpoint_every: usize,
     pub adamw: AdamWConfig,
+    /// Start every block as the identity (DiT's adaLN-Zero): the timestep projection and the
+    /// blocks' modulation tables start at zero, so all shifts, scales and gates are 0, and so
+    /// does the (ungated) cross-attention output, as PixArt initialises it.
+    /// Absent from configs written before it existed, which trained without it.
+    #[serde(default)]
+    pub adaln_zero: bool,
+    /// Start from this model folder's DiT (same architecture) instead of a fresh init, with a
+    /// fresh optimiser: continues a run whose checkpoint was lost but whose export was kept.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -100,6 +114,8 @@ impl Default for TrainConfig {
             seed: 0,
             checkpoint_every: 100,
             adamw: AdamWConfig::default(),
+            adaln_zero: true,
+            init_from: None,
         }
     }
 }
@@ -190,97 +206,68 @@ pub struct TrainSummary {
     pub seconds: f64,
 }
 
-/// Training state on disk (`work_dir/checkpoint/`).
-struct Checkpoint {
-    dir: PathBuf,
+/// Weights that start at zero: the output projection (the model starts by predicting zero
+/// velocity) and, with adaLN-Zero, everything that makes the blocks' shifts, scales and gates,
+/// plus the cross-attention output (Wan adds it ungated), so every block starts as the identity.
+fn starts_at_zero(name: &str, adaln_zero: bool) -> bool {
+    name == "proj_out.weight"
+        || (adaln_zero
+            && (name == "condition_embedder.time_proj.weight"
+                || (name.starts_with("blocks.")
+                    && (name.ends_with(".scale_shift_table")
+                        || name.ends_with(".attn2.to_out.0.weight")))))
 }
 
-impl Checkpoint {
-    fn tensors_path(&self) -> PathBuf {
-        self.dir.join("state.safetensors")
-    }
-    fn meta_path(&self) -> PathBuf {
-        self.dir.join("state.json")
-    }
-    fn exists(&self) -> bool {
-        self.tensors_path().is_file() && self.meta_path().is_file()
-    }
-
-    fn save(
-        &self,
-        names: &[String],
-        vars: &[Var],
-        opt: &AdamW,
-        ema: &Ema,
-        losses: &[f32],
-    ) -> Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let mut map: HashMap<String, Tensor> = HashMap::new();
-        for (i, n) in names.iter().enumerate() {
-            let cpu = |t: &Tensor| t.to_device(&Device::Cpu);
-            map.insert(format!("w/{n}"), cpu(vars[i].as_tensor())?);
-            map.insert(format!("m/{n}"), cpu(&opt.m[i])?);
-            map.insert(format!("v/{n}"), cpu(&opt.v[i])?);
-            map.insert(format!("ema/{n}"), cpu(&ema.weights[i])?);
+/// The run's weights at step 0, as named variables (diffusers names).
+pub fn initial_weights(cfg: &TrainConfig, device: &Device) -> Result<(Vec<String>, Vec<Var>)> {
+    let wcfg = cfg.dit_config();
+    let shapes = expected_tensors(&wcfg);
+    if let Some(dir) = &cfg.init_from {
+        let tdir = dir.join("transformer");
+        let found = hsa_models::wan::dit::read_config(&tdir)?;
+        if found != wcfg {
+            return Err(TrainError::Invalid(format!(
+                "{} holds a different architecture than this run's",
+                tdir.display()
+            )));
         }
-        let tmp = self.dir.join("state.safetensors.tmp");
-        candle_core::safetensors::save(&map, &tmp)?;
-        let meta =
-            serde_json::json!({"step": opt.step, "ema_updates": ema.updates, "losses": losses});
-        let tmp_meta = self.dir.join("state.json.tmp");
-        std::fs::write(&tmp_meta, serde_json::to_vec(&meta)?)?;
-        std::fs::rename(&tmp, self.tensors_path())?;
-        std::fs::rename(&tmp_meta, self.meta_path())?;
-        Ok(())
+        let store = hsa_models::wan::WeightStore::open_dir(&tdir)?;
+        store.check(&shapes)?;
+        let vars = shapes
+            .iter()
+            .map(|(name, _)| Ok(Var::from_tensor(&store.get(name, DType::F32, device)?)?))
+            .collect::<Result<_>>()?;
+        return Ok((shapes.into_iter().map(|(n, _)| n).collect(), vars));
     }
-
-    fn load(
-        &self,
-        names: &[String],
-        vars: &[Var],
-        opt: &mut AdamW,
-        ema: &mut Ema,
-    ) -> Result<Vec<f32>> {
-        let device = vars
-            .first()
-            .map(|v| v.device().clone())
-            .unwrap_or(Device::Cpu);
-        let map = candle_core::safetensors::load(self.tensors_path(), &device)?;
-        let get = |k: String| {
-            map.get(&k)
-                .cloned()
-                .ok_or_else(|| TrainError::Invalid(format!("checkpoint lacks {k}")))
-        };
-        for (i, n) in names.iter().enumerate() {
-            vars[i].set(&get(format!("w/{n}"))?)?;
-            opt.m[i] = get(format!("m/{n}"))?;
-            opt.v[i] = get(format!("v/{n}"))?;
-            ema.weights[i] = get(format!("ema/{n}"))?;
-        }
-        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(self.meta_path())?)?;
-        opt.step = meta["step"].as_u64().unwrap_or(0) as usize;
-        ema.updates = meta["ema_updates"].as_u64().unwrap_or(0) as usize;
-        Ok(serde_json::from_value(meta["losses"].clone())?)
-    }
+    let vars = shapes
+        .iter()
+        .map(|(name, shape)| {
+            let values = if starts_at_zero(name, cfg.adaln_zero) {
+                vec![0.0; shape.iter().product()]
+            } else {
+                init_values(name, shape, wcfg.dim(), cfg.seed)
+            };
+            Var::from_vec(values, shape.as_slice(), device)
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok((shapes.into_iter().map(|(n, _)| n).collect(), vars))
 }
 
-/// One batch: clean clips `[B, 3, F, H, W]` and their captions.
-fn batch(cfg: &TrainConfig, step: usize, device: &Device) -> Result<(Tensor, Vec<String>)> {
-    let clip_cfg = cfg.clip();
-    let mut data = Vec::with_capacity(cfg.batch * 3 * cfg.frames * cfg.height * cfg.width);
-    let mut captions = Vec::with_capacity(cfg.batch);
-    for i in 0..cfg.batch {
-        let seed = crate::rng::mix(cfg.seed, (step * cfg.batch + i) as u64);
-        let ex = generate_train(seed, &clip_cfg);
-        data.extend_from_slice(ex.clip.data());
-        captions.push(ex.caption);
-    }
-    let x0 = Tensor::from_vec(
-        data,
-        (cfg.batch, 3, cfg.frames, cfg.height, cfg.width),
-        device,
-    )?;
-    Ok((x0, captions))
+/// The DiT computing with `vars` (so gradients reach them).
+pub fn model_over(cfg: &TrainConfig, names: &[String], vars: &[Var]) -> Result<WanModel> {
+    let by_name: HashMap<&str, &Var> = names.iter().map(String::as_str).zip(vars).collect();
+    let device = vars.first().map_or(Device::Cpu, |v| v.device().clone());
+    Ok(WanModel::build(
+        &cfg.dit_config(),
+        DType::F32,
+        &device,
+        &|name, _| {
+            by_name
+                .get(name)
+                .map(|v| v.as_tensor().clone())
+                .ok_or_else(|| hsa_models::ModelError::Input(format!("no variable for {name}")))
+        },
+    )?)
 }
 
 /// Trains (or resumes) in `work_dir`. The text stack and checkpoints live there; call
@@ -293,6 +280,11 @@ pub fn train(
 ) -> Result<TrainSummary> {
     cfg.validate()?;
     let device = device.clone();
+    if device.is_cuda() {
+        // TF32 matrix products on a GPU: training tolerates the shorter mantissa, and f32
+        // GEMMs would otherwise run at a fraction of the tensor cores' rate.
+        candle_core::cuda::set_gemm_reduced_precision_f32(true);
+    }
     std::fs::create_dir_all(work_dir)?;
     let cfg_path = work_dir.join("train_config.json");
     if cfg_path.is_file() {
@@ -315,30 +307,10 @@ pub fn train(
     }
     std::fs::write(&cfg_path, serde_json::to_string_pretty(cfg)?)?;
     write_text_stack(work_dir, cfg.seed)?;
-    let mut text = TextStack::load(work_dir, cfg.text_len, &device)?;
-    let empty = text.embed("")?;
+    let text = TextStack::load(work_dir, cfg.text_len, &device)?;
 
-    let wcfg = cfg.dit_config();
-    let shapes = expected_tensors(&wcfg);
-    let names: Vec<String> = shapes.iter().map(|(n, _)| n.clone()).collect();
-    let vars: Vec<Var> = shapes
-        .iter()
-        .map(|(name, shape)| {
-            let values = if name == "proj_out.weight" {
-                vec![0.0; shape.iter().product()]
-            } else {
-                init_values(name, shape, wcfg.dim(), cfg.seed)
-            };
-            Var::from_vec(values, shape.as_slice(), &device)
-        })
-        .collect::<candle_core::Result<_>>()?;
-    let by_name: HashMap<&str, &Var> = names.iter().map(String::as_str).zip(&vars).collect();
-    let model = WanModel::build(&wcfg, DType::F32, &device, &|name, _| {
-        by_name
-            .get(name)
-            .map(|v| v.as_tensor().clone())
-            .ok_or_else(|| hsa_models::ModelError::Input(format!("no variable for {name}")))
-    })?;
+    let (names, vars) = initial_weights(cfg, &device)?;
+    let model = model_over(cfg, &names, &vars)?;
     let mut opt = AdamW::new(cfg.adamw, &vars)?;
     let mut ema = Ema::new(cfg.ema_decay, &vars)?;
     let ckpt = Checkpoint {
@@ -351,32 +323,49 @@ pub fn train(
     };
 
     let start = Instant::now();
-    while opt.step < cfg.steps {
-        let step = opt.step;
-        let loss = training_loss(&model, &mut text, &empty, cfg, step, &device)?;
-        let grads = loss.backward()?;
-        let lr = cfg.lr_at(step);
-        let grad_norm = opt.update(&vars, &grads, lr)?;
-        ema.update(&vars)?;
-        let loss_v = loss.to_scalar::<f32>()?;
-        if !loss_v.is_finite() {
-            return Err(TrainError::Invalid(format!(
-                "loss became {loss_v} at step {step}; lower --lr"
-            )));
-        }
-        losses.push(loss_v);
-        progress(&TrainProgress {
-            step: opt.step,
-            steps: cfg.steps,
-            loss: loss_v as f64,
-            grad_norm,
-            lr,
-            seconds: start.elapsed().as_secs_f64(),
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let first = opt.step;
+    std::thread::scope(|scope| -> Result<()> {
+        // The next batches are drawn on CPU threads while the current update runs.
+        let (send, batches) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            for step in first..cfg.steps {
+                if send.send(draw_batch(cfg, step, threads)).is_err() {
+                    break; // the training loop stopped early
+                }
+            }
         });
-        if opt.step % cfg.checkpoint_every == 0 || opt.step == cfg.steps {
-            ckpt.save(&names, &vars, &opt, &ema, &losses)?;
+        while opt.step < cfg.steps {
+            let step = opt.step;
+            let draw = batches
+                .recv()
+                .map_err(|_| TrainError::Invalid("the batch drawing thread stopped".into()))?;
+            let loss = training_loss(&model, &text, cfg, &draw, &device)?;
+            let grads = loss.backward()?;
+            let lr = cfg.lr_at(step);
+            let grad_norm = opt.update(&vars, &grads, lr)?;
+            ema.update(&vars)?;
+            let loss_v = loss.to_scalar::<f32>()?;
+            if !loss_v.is_finite() {
+                return Err(TrainError::Invalid(format!(
+                    "loss became {loss_v} at step {step}; lower --lr"
+                )));
+            }
+            losses.push(loss_v);
+            progress(&TrainProgress {
+                step: opt.step,
+                steps: cfg.steps,
+                loss: loss_v as f64,
+                grad_norm,
+                lr,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+            if opt.step % cfg.checkpoint_every == 0 || opt.step == cfg.steps {
+                ckpt.save(&names, &vars, &opt, &ema, &losses)?;
+            }
         }
-    }
+        Ok(())
+    })?;
     let recent = &losses[losses.len().saturating_sub(100)..];
     Ok(TrainSummary {
         steps: opt.step,
@@ -386,157 +375,27 @@ pub fn train(
     })
 }
 
-/// The flow-matching loss of update `step` (its batch, noise, noise levels and caption
-/// dropout are all determined by the seed and the step).
+/// The flow-matching loss of one drawn batch.
 pub fn training_loss(
     model: &WanModel,
-    text: &mut TextStack,
-    empty: &Tensor,
+    text: &TextStack,
     cfg: &TrainConfig,
-    step: usize,
+    draw: &BatchDraw,
     device: &Device,
 ) -> Result<Tensor> {
-    let (x0, captions) = batch(cfg, step, device)?;
-    let mut rng = Rng::stream(cfg.seed, 1_000_000 + step as u64);
-    let eps = Tensor::from_vec(
-        hsa_models::wan::init::normal(
-            x0.elem_count(),
-            1.0,
-            crate::rng::mix(cfg.seed, step as u64),
-            "noise",
-        ),
-        x0.shape(),
-        device,
-    )?;
-    let sigmas: Vec<f32> = (0..cfg.batch)
-        .map(|_| {
-            let u = if rng.chance(0.5) {
-                rng.f32() as f64
-            } else {
-                1.0 / (1.0 + (-standard_normal(&mut rng)).exp())
-            };
-            hsa_core::shift_sigma(u, cfg.shift) as f32
-        })
-        .collect();
-    let ctx: Vec<Tensor> = captions
-        .iter()
-        .map(|c| {
-            if rng.chance(cfg.cfg_dropout as f32) {
-                Ok(empty.clone())
-            } else {
-                text.embed(c)
-            }
-        })
-        .collect::<Result<_>>()?;
-    let ctx = Tensor::stack(&ctx, 0)?;
-    let s = Tensor::from_vec(sigmas.clone(), (cfg.batch, 1, 1, 1, 1), device)?;
+    let shape = (cfg.batch, 3, cfg.frames, cfg.height, cfg.width);
+    let x0 = Tensor::from_slice(&draw.x0, shape, device)?;
+    let eps = Tensor::from_slice(&draw.eps, shape, device)?;
+    let ctx = text.embed_batch(&draw.prompts)?;
+    let s = Tensor::from_slice(&draw.sigmas, (cfg.batch, 1, 1, 1, 1), device)?;
     let xt = (x0.broadcast_mul(&(1.0 - &s)?)? + eps.broadcast_mul(&s)?)?;
     let t = Tensor::from_vec(
-        sigmas.iter().map(|s| s * 1000.0).collect::<Vec<_>>(),
+        draw.sigmas.iter().map(|s| s * 1000.0).collect::<Vec<_>>(),
         cfg.batch,
         device,
     )?;
     let v = model.forward(&xt, &t, &ctx, None, None)?;
     Ok((v - (&eps - &x0)?)?.sqr()?.mean_all()?)
-}
-
-fn standard_normal(rng: &mut Rng) -> f64 {
-    let u1 = (rng.f32() as f64).max(1e-12);
-    let u2 = rng.f32() as f64;
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
-/// Writes the shippable model folder from a training folder: EMA weights in bf16 under
-/// `transformer/` (diffusers names and config), the text stack, `model_index.json`, and the
-/// loss curve. Returns the loss history.
-pub fn export(work_dir: &Path, out_dir: &Path) -> Result<Vec<f32>> {
-    let cfg: TrainConfig =
-        serde_json::from_slice(&std::fs::read(work_dir.join("train_config.json"))?)?;
-    let ckpt = Checkpoint {
-        dir: work_dir.join("checkpoint"),
-    };
-    if !ckpt.exists() {
-        return Err(TrainError::Invalid(format!(
-            "no checkpoint in {}",
-            work_dir.display()
-        )));
-    }
-    let map = candle_core::safetensors::load(ckpt.tensors_path(), &Device::Cpu)?;
-    let wcfg = cfg.dit_config();
-    let mut weights = HashMap::new();
-    for (name, _) in expected_tensors(&wcfg) {
-        let t = map
-            .get(&format!("ema/{name}"))
-            .ok_or_else(|| TrainError::Invalid(format!("checkpoint lacks ema/{name}")))?;
-        weights.insert(name, t.to_dtype(DType::BF16)?);
-    }
-    let tdir = out_dir.join("transformer");
-    std::fs::create_dir_all(&tdir)?;
-    candle_core::safetensors::save(&weights, tdir.join("diffusion_pytorch_model.safetensors"))?;
-    let dcfg = serde_json::json!({
-        "_class_name": "WanTransformer3DModel",
-        "_diffusers_version": "0.42.1",
-        "patch_size": wcfg.patch_size,
-        "num_attention_heads": wcfg.num_heads,
-        "attention_head_dim": wcfg.head_dim,
-        "in_channels": wcfg.in_channels,
-        "out_channels": wcfg.out_channels,
-        "text_dim": wcfg.text_dim,
-        "freq_dim": wcfg.freq_dim,
-        "ffn_dim": wcfg.ffn_dim,
-        "num_layers": wcfg.num_layers,
-        "cross_attn_norm": true,
-        "qk_norm": "rms_norm_across_heads",
-        "eps": wcfg.eps,
-        "image_dim": null,
-        "added_kv_proj_dim": null,
-        "rope_max_seq_len": 1024,
-        "pos_embed_seq_len": null
-    });
-    std::fs::write(
-        tdir.join("config.json"),
-        serde_json::to_string_pretty(&dcfg)?,
-    )?;
-    for sub in ["tokenizer", "text_encoder"] {
-        let to = out_dir.join(sub);
-        std::fs::create_dir_all(&to)?;
-        for entry in std::fs::read_dir(work_dir.join(sub))? {
-            let entry = entry?;
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
-    }
-    let index = serde_json::json!({
-        "_class_name": "WanPipeline",
-        "_diffusers_version": "0.42.1",
-        "transformer": ["diffusers", "WanTransformer3DModel"],
-        "text_encoder": ["transformers", "UMT5EncoderModel"],
-        "tokenizer": ["transformers", "T5TokenizerFast"],
-        "vae": [null, null],
-        "scheduler": [null, null],
-        "_hsa": {
-            "pixel_space": true,
-            "text_len": cfg.text_len,
-            "frames": cfg.frames,
-            "height": cfg.height,
-            "width": cfg.width,
-            "fps": 8,
-            "shift": 3.0,
-            "guidance": 4.0,
-            "steps": 40
-        }
-    });
-    std::fs::write(
-        out_dir.join("model_index.json"),
-        serde_json::to_string_pretty(&index)?,
-    )?;
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(ckpt.meta_path())?)?;
-    let losses: Vec<f32> = serde_json::from_value(meta["losses"].clone())?;
-    plot::write_loss_curve(&losses, &out_dir.join("loss_curve.png"))?;
-    std::fs::write(
-        out_dir.join("train_config.json"),
-        serde_json::to_string_pretty(&cfg)?,
-    )?;
-    Ok(losses)
 }
 
 #[cfg(test)]
@@ -567,25 +426,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = tiny();
         write_text_stack(dir.path(), 0).unwrap();
-        let mut text = TextStack::load(dir.path(), cfg.text_len, &Device::Cpu).unwrap();
-        let empty = text.embed("").unwrap();
+        let text = TextStack::load(dir.path(), cfg.text_len, &Device::Cpu).unwrap();
+        // Every weight random (training zeroes some, whose inputs then get no gradient).
         let wcfg = cfg.dit_config();
-        let shapes = expected_tensors(&wcfg);
-        let vars: Vec<Var> = shapes
+        let (names, shapes): (Vec<String>, Vec<Vec<usize>>) =
+            expected_tensors(&wcfg).into_iter().unzip();
+        let vars: Vec<Var> = names
             .iter()
+            .zip(&shapes)
             .map(|(n, s)| {
                 Var::from_vec(init_values(n, s, wcfg.dim(), 1), s.as_slice(), &Device::Cpu).unwrap()
             })
             .collect();
-        let by_name: HashMap<&str, &Var> =
-            shapes.iter().map(|(n, _)| n.as_str()).zip(&vars).collect();
-        let model = WanModel::build(&wcfg, DType::F32, &Device::Cpu, &|n, _| {
-            Ok(by_name[n].as_tensor().clone())
-        })
-        .unwrap();
-        let loss = training_loss(&model, &mut text, &empty, &cfg, 0, &Device::Cpu).unwrap();
+        let model = model_over(&cfg, &names, &vars).unwrap();
+        let draw = draw_batch(&cfg, 0, 2);
+        let loss = training_loss(&model, &text, &cfg, &draw, &Device::Cpu).unwrap();
         let grads = loss.backward().unwrap();
-        for ((name, _), var) in shapes.iter().zip(&vars) {
+        for (name, var) in names.iter().zip(&vars) {
             let g = grads
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("no gradient for {name}"));
@@ -601,6 +458,62 @@ mod tests {
                 "{name}: gradient norm {norm}"
             );
         }
+    }
+
+    #[test]
+    fn adaln_zero_starts_every_block_as_the_identity() {
+        let text_dir = tempfile::tempdir().unwrap();
+        write_text_stack(text_dir.path(), 0).unwrap();
+        let text = TextStack::load(text_dir.path(), 16, &Device::Cpu).unwrap();
+        let cfg = TrainConfig {
+            layers: 2,
+            ..tiny()
+        };
+        let draw = draw_batch(&cfg, 0, 1);
+        // Max |block0_out - head_in| and max |timestep_proj| of the initial model's forward.
+        let probe = |adaln_zero: bool| {
+            let cfg = TrainConfig {
+                adaln_zero,
+                ..cfg.clone()
+            };
+            let (names, vars) = initial_weights(&cfg, &Device::Cpu).unwrap();
+            let model = model_over(&cfg, &names, &vars).unwrap();
+            let x = Tensor::from_slice(&draw.x0, (2, 3, 3, 8, 8), &Device::Cpu).unwrap();
+            let t = Tensor::new(&[500f32, 900.0], &Device::Cpu).unwrap();
+            let ctx = text.embed_batch(&draw.prompts).unwrap();
+            let mut seen: HashMap<String, Tensor> = HashMap::new();
+            let mut trace = |name: &str, t: &Tensor| {
+                seen.insert(name.to_string(), t.clone());
+            };
+            model.forward(&x, &t, &ctx, None, Some(&mut trace)).unwrap();
+            let max_abs = |t: Tensor| {
+                t.abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let through = max_abs((&seen["head_in"] - &seen["block0_out"]).unwrap());
+            (through, max_abs(seen["timestep_proj"].clone()))
+        };
+        assert_eq!(probe(true), (0.0, 0.0));
+        let (through, proj) = probe(false);
+        assert!(through > 1e-3 && proj > 1e-3, "{through} {proj}");
+    }
+
+    #[test]
+    fn batches_do_not_depend_on_the_drawing_threads() {
+        let cfg = TrainConfig { batch: 5, ..tiny() };
+        let (a, b) = (draw_batch(&cfg, 3, 1), draw_batch(&cfg, 3, 4));
+        assert_eq!(
+            (&a.x0, &a.eps, &a.sigmas, &a.prompts),
+            (&b.x0, &b.eps, &b.sigmas, &b.prompts)
+        );
+        assert_ne!(a.x0, draw_batch(&cfg, 4, 4).x0);
+        assert_eq!(a.x0.len(), 5 * 3 * 3 * 8 * 8);
     }
 
     #[test]

@@ -142,11 +142,10 @@ pub fn write_text_stack(dir: &Path, seed: u64) -> crate::train::Result<()> {
     Ok(())
 }
 
-/// Loaded tokenizer + encoder with a cache of caption embeddings.
+/// Loaded tokenizer + encoder.
 pub struct TextStack {
     tokenizer: Tokenizer,
     encoder: UMT5Encoder,
-    cache: HashMap<String, Tensor>,
 }
 
 impl TextStack {
@@ -155,20 +154,17 @@ impl TextStack {
         let tokenizer = Tokenizer::from_file(dir.join("tokenizer").join("tokenizer.json"))?
             .with_text_len(text_len)?;
         let encoder = UMT5Encoder::load(&dir.join("text_encoder"), DType::F32, device)?;
-        Ok(Self {
-            tokenizer,
-            encoder,
-            cache: HashMap::new(),
-        })
+        Ok(Self { tokenizer, encoder })
     }
 
-    /// `[text_len, d_model]` context of one prompt (cached).
-    pub fn embed(&mut self, prompt: &str) -> crate::train::Result<Tensor> {
-        if let Some(t) = self.cache.get(prompt) {
-            return Ok(t.clone());
-        }
-        let t = encode_text(&self.encoder, &self.tokenizer, &[prompt])?.squeeze(0)?;
-        self.cache.insert(prompt.to_string(), t.clone());
-        Ok(t)
+    /// `[text_len, d_model]` context of one prompt.
+    pub fn embed(&self, prompt: &str) -> crate::train::Result<Tensor> {
+        Ok(self.embed_batch(&[prompt])?.squeeze(0)?)
+    }
+
+    /// `[B, text_len, d_model]` contexts of a batch of prompts in one encoder pass (on a GPU
+    /// the encoder is all launch overhead, so one pass per update rather than one per prompt).
+    pub fn embed_batch<S: AsRef<str>>(&self, prompts: &[S]) -> crate::train::Result<Tensor> {
+        Ok(encode_text(&self.encoder, &self.tokenizer, prompts)?)
     }
 }
