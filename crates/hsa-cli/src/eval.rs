@@ -153,6 +153,8 @@ fn checker(
         captions,
         steps: sampler.steps,
         guidance: sampler.guidance,
+        shift: sampler.shift,
+        schedule: Some(sampler.schedule.parse()?),
         sampler: sampler.options(),
         seed,
     };
@@ -166,9 +168,12 @@ fn checker(
             serde_json::to_string_pretty(&report)?.as_bytes(),
         )?;
     }
+    let shape = report
+        .shape
+        .map_or("n/a (objects too small)".to_string(), |s| format!("{s:.3}"));
     println!(
-        "checker on {} held-out captions ({}): overall {:.3}, colour {:.3}, direction {:.3}, shape {:.3}; {:.1} s",
-        captions, sampler.sampler, report.overall, report.colour, report.direction, report.shape, report.seconds
+        "checker on {} held-out captions ({}): overall {:.3}, colour {:.3} (found {:.3}), direction {:.3}, shape {shape}; {:.1} s",
+        captions, sampler.sampler, report.overall, report.colour, report.colour_recall, report.direction, report.seconds
     );
     Ok(())
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
+use hsa_core::ScheduleKind;
 use hsa_pipeline::generate::{generate, GenerateRequest};
 use hsa_pipeline::sampling::SamplerOptions;
 use hsa_shapes::{caption, check, sample_eval, Clip};
@@ -18,6 +19,9 @@ pub struct CheckerEval {
     pub captions: usize,
     pub steps: Option<usize>,
     pub guidance: Option<f64>,
+    /// Timestep shift (default: the model's).
+    pub shift: Option<f64>,
+    pub schedule: Option<ScheduleKind>,
     pub sampler: SamplerOptions,
     /// Noise seed of every generation.
     pub seed: u64,
@@ -29,6 +33,10 @@ pub struct ClipScore {
     pub caption: String,
     pub overall: f32,
     pub colour: f32,
+    /// The colour score before the penalty for extra colours.
+    pub colour_recall: f32,
+    /// Object colours shown that the caption does not name.
+    pub extra_colours: usize,
     pub direction: f32,
     pub shape: Option<f32>,
     pub motion_energy: f32,
@@ -40,8 +48,10 @@ pub struct CheckerReport {
     pub clips: Vec<ClipScore>,
     pub overall: f32,
     pub colour: f32,
+    pub colour_recall: f32,
     pub direction: f32,
-    pub shape: f32,
+    /// `None` when no clip had an object large enough for the shape check.
+    pub shape: Option<f32>,
     pub seconds: f64,
 }
 
@@ -63,6 +73,8 @@ pub fn evaluate_checker(
             prompt: text.clone(),
             steps: cfg.steps,
             guidance: cfg.guidance,
+            shift: cfg.shift,
+            schedule: cfg.schedule,
             seed: cfg.seed,
             sampler: cfg.sampler.clone(),
             ..Default::default()
@@ -76,6 +88,8 @@ pub fn evaluate_checker(
             caption: text,
             overall: r.overall,
             colour: r.colour_score,
+            colour_recall: r.colour_recall,
+            extra_colours: r.extra_colours.len(),
             direction: r.direction_score,
             shape: r.shape_score,
             motion_energy: r.motion_energy,
@@ -84,16 +98,14 @@ pub fn evaluate_checker(
     }
     let mean = |f: &dyn Fn(&ClipScore) -> Option<f32>| {
         let v: Vec<f32> = clips.iter().filter_map(f).collect();
-        if v.is_empty() {
-            f32::NAN
-        } else {
-            v.iter().sum::<f32>() / v.len() as f32
-        }
+        (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
     };
+    let all = |f: &dyn Fn(&ClipScore) -> f32| mean(&|c| Some(f(c))).unwrap_or(0.0);
     Ok(CheckerReport {
-        overall: mean(&|c| Some(c.overall)),
-        colour: mean(&|c| Some(c.colour)),
-        direction: mean(&|c| Some(c.direction)),
+        overall: all(&|c| c.overall),
+        colour: all(&|c| c.colour),
+        colour_recall: all(&|c| c.colour_recall),
+        direction: all(&|c| c.direction),
         shape: mean(&|c| c.shape),
         clips,
         seconds: start.elapsed().as_secs_f64(),

@@ -11,7 +11,10 @@
 //! 2. keeps, per frame, the largest 8-connected blob of those pixels (stray noise pixels
 //!    and blur fringes fall away) if it has at least [`CheckerParams::min_pixels`] pixels,
 //!    and records its centroid, bounding box and shape moments ([`Blob`]);
-//! 3. scores **colour** as the fraction of frames where the blob is found;
+//! 3. scores **colour** as the fraction of frames where the blob is found (its recall),
+//!    times the share of named colours among all object colours the clip shows (its
+//!    precision: an unnamed colour found as a blob in at least
+//!    [`CheckerParams::min_found_fraction`] of the frames counts against it);
 //! 4. adds the camera offset the caption's pan implies (see [`crate::render::camera_offset`])
 //!    to the centroids, giving world-space trajectories, and classifies the motion
 //!    ([`classify_motion`]): a reversal along an axis with both legs at least
@@ -34,7 +37,9 @@
 //! attribute scores that apply. An object that is not found in at least half of the frames
 //! gets 0 for direction and shape; direction needs at least two frames (a one-frame clip
 //! scores 0 there). Colours that the caption does not mention but the clip shows are listed
-//! in [`CheckReport::extra_colours`] without changing the scores.
+//! in [`CheckReport::extra_colours`] and lower the colour score: without that, a clip of
+//! scattered saturated noise found most named colours somewhere and scored about 0.5 on
+//! colour (0.26 overall) for any caption.
 
 use crate::caption::parse_caption;
 use crate::clip::Clip;
@@ -144,7 +149,10 @@ pub struct ObjectReport {
 /// The checker's verdict on a clip and caption. Scores are in [0, 1].
 #[derive(Clone, Debug, PartialEq)]
 pub struct CheckReport {
+    /// `colour_recall` x named / (named + extra colours).
     pub colour_score: f32,
+    /// Mean over the caption's objects of the fraction of frames where each is found.
+    pub colour_recall: f32,
     pub direction_score: f32,
     /// `None` when no object is large enough for the shape check.
     pub shape_score: Option<f32>,
@@ -155,7 +163,7 @@ pub struct CheckReport {
     pub objects: Vec<ObjectReport>,
     /// Object colours the caption does not mention that are nevertheless found (a blob of
     /// at least `min_pixels` in at least `min_found_fraction` of the frames): hallucinated
-    /// or miscoloured objects. Reported only; not part of `overall`.
+    /// or miscoloured objects. They lower `colour_score`.
     pub extra_colours: Vec<Colour>,
 }
 
@@ -603,8 +611,10 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
     let mean = |v: &[f32]| -> Option<f32> {
         (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
     };
-    let colour_score =
+    let colour_recall =
         mean(&objects.iter().map(|o| o.colour_score).collect::<Vec<_>>()).unwrap_or(0.0);
+    let named = objects.len() as f32;
+    let colour_score = colour_recall * named / (named + extra_colours.len() as f32).max(1.0);
     let direction_score = mean(
         &objects
             .iter()
@@ -623,6 +633,7 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
     let overall = mean(&attrs).unwrap_or(0.0);
     CheckReport {
         colour_score,
+        colour_recall,
         direction_score,
         shape_score,
         motion_energy: motion_energy(clip),

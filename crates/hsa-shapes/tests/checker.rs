@@ -130,6 +130,38 @@ fn missing_objects_and_blank_clips() {
 }
 
 #[test]
+fn extra_colours_lower_the_colour_score() {
+    let cfg = ClipConfig::default();
+    let spec = parse_caption(
+        "a red circle staying still and a green square moving right on a gray background",
+    )
+    .unwrap();
+    let clip = render(&spec, &cfg, 3);
+    let full = check(&clip, &caption(&spec)).unwrap();
+    assert_eq!((full.colour_score, full.colour_recall), (1.0, 1.0));
+    // Asked for the red circle alone, the clip also shows a green object.
+    let r = check(&clip, "a red circle staying still on a gray background").unwrap();
+    assert_eq!(r.extra_colours, vec![Colour::Green]);
+    assert_eq!((r.colour_score, r.colour_recall), (0.5, 1.0));
+}
+
+#[test]
+fn saturated_noise_scores_little() {
+    let cfg = ClipConfig::default();
+    let overall = (0..40)
+        .map(|seed| {
+            let noise = Clip::new(cfg.frames, cfg.height, cfg.width).with_gaussian_noise(1.0, seed);
+            check(&noise, &generate_eval(seed, &cfg).caption)
+                .unwrap()
+                .overall
+        })
+        .collect::<Vec<_>>();
+    let o = mean(&overall);
+    eprintln!("saturated noise: overall {o:.4}");
+    assert!(o < 0.15, "noise {o}");
+}
+
+#[test]
 fn camera_pan_is_compensated() {
     let cfg = ClipConfig::default();
     for pan in ["left", "right", "up", "down"] {
