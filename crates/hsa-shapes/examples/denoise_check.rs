@@ -13,7 +13,7 @@ fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap());
     let dev = Device::Cpu;
     let model = WanModel::load_dir(&dir.join("transformer"), Some(DType::F32), &dev).unwrap();
-    let mut text = TextStack::load(&dir, 32, &dev).unwrap();
+    let text = TextStack::load(&dir, 32, &dev).unwrap();
     let cfg = ClipConfig {
         width: 32,
         height: 32,
