@@ -309,13 +309,21 @@ pub fn train(
     write_text_stack(work_dir, cfg.seed)?;
     let text = TextStack::load(work_dir, cfg.text_len, &device)?;
 
-    let (names, vars) = initial_weights(cfg, &device)?;
-    let model = model_over(cfg, &names, &vars)?;
-    let mut opt = AdamW::new(cfg.adamw, &vars)?;
-    let mut ema = Ema::new(cfg.ema_decay, &vars)?;
     let ckpt = Checkpoint {
         dir: work_dir.join("checkpoint"),
     };
+    // A resumed run overwrites the start with its checkpoint: no need for the init folder.
+    let start_from = match ckpt.exists() {
+        true => TrainConfig {
+            init_from: None,
+            ..cfg.clone()
+        },
+        false => cfg.clone(),
+    };
+    let (names, vars) = initial_weights(&start_from, &device)?;
+    let model = model_over(cfg, &names, &vars)?;
+    let mut opt = AdamW::new(cfg.adamw, &vars)?;
+    let mut ema = Ema::new(cfg.ema_decay, &vars)?;
     let mut losses: Vec<f32> = if ckpt.exists() {
         ckpt.load(&names, &vars, &mut opt, &mut ema)?
     } else {
@@ -551,5 +559,40 @@ mod tests {
             .unwrap()
             .embed("a red circle moving left on a gray background")
             .unwrap();
+
+        // A run started from the export starts from its (bf16) average weights.
+        let from = |dim| TrainConfig {
+            dim,
+            init_from: Some(out.path().to_path_buf()),
+            ..tiny()
+        };
+        let (names, vars) = initial_weights(&from(24), &Device::Cpu).unwrap();
+        let state = candle_core::safetensors::load(
+            b.path().join("checkpoint").join("state.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let i = names.iter().position(|n| n == "proj_out.weight").unwrap();
+        let ema = &state["ema/proj_out.weight"];
+        let bf16 = ema
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let zero = ema.zeros_like().unwrap();
+        let diff = |x: &Tensor, y: &Tensor| {
+            (x - y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        assert!(diff(ema, &zero) > 0.0, "trained weights moved off zero");
+        assert_eq!(diff(vars[i].as_tensor(), &bf16), 0.0);
+        let err = initial_weights(&from(48), &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("different architecture"), "{err}");
     }
 }
