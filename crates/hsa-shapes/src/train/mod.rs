@@ -410,6 +410,19 @@ pub fn training_loss(
 mod tests {
     use super::*;
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     fn tiny() -> TrainConfig {
         TrainConfig {
             width: 8,
@@ -494,18 +507,11 @@ mod tests {
                 seen.insert(name.to_string(), t.clone());
             };
             model.forward(&x, &t, &ctx, None, Some(&mut trace)).unwrap();
-            let max_abs = |t: Tensor| {
-                t.abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
-            let through = max_abs((&seen["head_in"] - &seen["block0_out"]).unwrap());
-            (through, max_abs(seen["timestep_proj"].clone()))
+            let proj = &seen["timestep_proj"];
+            (
+                max_abs_diff(&seen["head_in"], &seen["block0_out"]),
+                max_abs_diff(proj, &proj.zeros_like().unwrap()),
+            )
         };
         assert_eq!(probe(true), (0.0, 0.0));
         let (through, proj) = probe(false);
@@ -580,18 +586,11 @@ mod tests {
             .to_dtype(DType::F32)
             .unwrap();
         let zero = ema.zeros_like().unwrap();
-        let diff = |x: &Tensor, y: &Tensor| {
-            (x - y)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        assert!(diff(ema, &zero) > 0.0, "trained weights moved off zero");
-        assert_eq!(diff(vars[i].as_tensor(), &bf16), 0.0);
+        assert!(
+            max_abs_diff(ema, &zero) > 0.0,
+            "trained weights moved off zero"
+        );
+        assert_eq!(max_abs_diff(vars[i].as_tensor(), &bf16), 0.0);
         let err = initial_weights(&from(48), &Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("different architecture"), "{err}");
     }
