@@ -168,7 +168,7 @@ impl ClipVisionConfig {
 
     /// Reads a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = crate::store::read_text(&path)?;
+        let text = crate::store::read_text(path)?;
         Self::from_json_str(&text, path)
     }
 

@@ -196,7 +196,7 @@ impl ClipImageProcessor {
 
     /// Reads a `preprocessor_config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = crate::store::read_text(&path)?;
+        let text = crate::store::read_text(path)?;
         Self::from_json_str(&text, path)
     }
 

@@ -141,7 +141,7 @@ impl UMT5Config {
 
     /// Reads an HF `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = crate::store::read_text(&path)?;
+        let text = crate::store::read_text(path)?;
         Self::from_json_str(&text, path)
     }
 

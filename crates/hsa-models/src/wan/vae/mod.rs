@@ -71,7 +71,7 @@ pub struct WanVae {
 
 /// Reads a diffusers `config.json` for the VAE.
 pub fn read_config(path: &Path) -> Result<WanVaeConfig> {
-    let text = crate::store::read_text(&path)?;
+    let text = crate::store::read_text(path)?;
     WanVaeConfig::from_json(&text).map_err(|message| ModelError::Config {
         path: path.to_path_buf(),
         message,
