@@ -224,14 +224,7 @@ fn dev_sample_unipc_uses_the_diffusers_unipc_table() {
         .unwrap()
         .permute((1, 2, 3, 0))
         .unwrap();
-    let err = (np - &fx["video_unipc"])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let err = hsa_models::nn::max_abs_diff(&np, &fx["video_unipc"]).unwrap();
     assert!(err <= 1e-3, "max abs error {err}");
 }
 

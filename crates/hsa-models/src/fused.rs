@@ -174,16 +174,7 @@ mod tests {
     use candle_core::Device;
 
     fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        crate::nn::max_abs_diff(a, b).unwrap()
     }
 
     #[test]

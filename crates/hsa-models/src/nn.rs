@@ -132,6 +132,13 @@ impl RmsNorm {
     }
 }
 
+/// Largest absolute difference of two same-shaped tensors, computed in f32: the yardstick of
+/// the parity tests and of the benchmarks' sanity check against PyTorch.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?;
+    Ok(d.abs()?.max_all()?.to_scalar::<f32>()?)
+}
+
 /// Whether any of the tensors takes part in gradient tracking. candle's fused CPU kernels
 /// (norms, softmax, RoPE) have no backward pass; layers switch to plain ops in that case.
 pub fn tracks_grad(ts: &[&Tensor]) -> bool {

@@ -53,16 +53,7 @@ fn experts_switch_at_the_boundary_with_their_own_guidance() {
         let v = (&vu + ((vc - &vu).unwrap() * g).unwrap()).unwrap();
         x = (&x + (v * (schedule.sigmas[i + 1] - schedule.sigmas[i])).unwrap()).unwrap();
     }
-    let max_diff = |a: &Tensor, b: &Tensor| {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let max_diff = |a: &Tensor, b: &Tensor| hsa_models::nn::max_abs_diff(a, b).unwrap();
     let fm = sample_fm_euler(&mut experts(), &noise, &schedule, guidance, &mut |_| {}).unwrap();
     assert_eq!(max_diff(&fm, &x), 0.0);
 

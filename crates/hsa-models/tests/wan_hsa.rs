@@ -86,15 +86,7 @@ impl Instrumented<'_> {
 }
 
 fn same(a: &Tensor, b: &Tensor) -> bool {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        == 0.0
+    hsa_models::nn::max_abs_diff(a, b).unwrap() == 0.0
 }
 
 impl Denoiser for Instrumented<'_> {

@@ -350,11 +350,7 @@ pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
                     out.dims()
                 )));
             }
-            let max_abs_diff = (&out - &theirs)?
-                .abs()?
-                .max_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+            let max_abs_diff = hsa_models::nn::max_abs_diff(&out, &theirs)? as f64;
             Some(TorchSide {
                 version: ready
                     .get("torch")

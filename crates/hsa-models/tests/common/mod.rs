@@ -48,13 +48,5 @@ pub fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
 /// Largest absolute difference of two same-shaped tensors, in f32.
 pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
-    d.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    hsa_models::nn::max_abs_diff(a, b).unwrap()
 }

@@ -22,14 +22,7 @@ pub fn io(name: &str) -> HashMap<String, Tensor> {
 /// Largest absolute difference of two same-shaped f32 tensors.
 pub fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    hsa_models::nn::max_abs_diff(a, b).unwrap()
 }
 
 /// A generated `[3, F, H, W]` video in [-1, 1] as diffusers' `output_type="np"`:

@@ -411,16 +411,7 @@ mod tests {
     use super::*;
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        hsa_models::nn::max_abs_diff(a, b).unwrap()
     }
 
     fn tiny() -> TrainConfig {

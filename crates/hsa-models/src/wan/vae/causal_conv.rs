@@ -357,14 +357,7 @@ mod tests {
             );
         }
         let chunked = Tensor::cat(&parts, 1).unwrap();
-        let d = (whole - chunked)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = crate::nn::max_abs_diff(&whole, &chunked).unwrap();
         assert!(d < 1e-5, "{d}");
     }
 
@@ -382,14 +375,7 @@ mod tests {
         let whole = conv.forward_batch(&x).unwrap();
         // A budget of two frames' im2col: 5 batches.
         let split = conv.forward_with_budget(&x, 6 * 6 * 2 * 9 * 2).unwrap();
-        let d = (whole - split)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = crate::nn::max_abs_diff(&whole, &split).unwrap();
         assert!(d < 1e-5);
     }
 }

@@ -138,16 +138,7 @@ mod tests {
             for budget in [BAND_BUDGET, 1] {
                 let got = conv2d_banded(&x, &wt, pad, stride, budget).unwrap();
                 assert_eq!(got.dims(), want.dims());
-                let err = (got - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let err = crate::nn::max_abs_diff(&got, &want).unwrap();
                 assert!(err < 1e-5, "{:?}: {err}", (n, c, h, w, o, k, pad, stride));
             }
         }

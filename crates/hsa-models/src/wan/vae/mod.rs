@@ -458,14 +458,7 @@ mod tests {
         assert_eq!(v, [0., 10., 1., 11.]);
         let x = Tensor::randn(0f32, 1.0, (2, 3, 3, 4, 6), &dev).unwrap();
         let back = unpatchify(&patchify(&x, 2).unwrap(), 2).unwrap();
-        let d: f32 = (back - &x)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = crate::nn::max_abs_diff(&back, &x).unwrap();
         assert_eq!(d, 0.0);
     }
 }
