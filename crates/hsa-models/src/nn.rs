@@ -45,7 +45,7 @@ impl Linear {
         let x2 = x.to_dtype(self.weight.dtype())?.reshape((rows, *last))?;
         let mut y = x2.matmul(&self.weight.t()?)?;
         if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
+            y = broadcast_add(&y, b)?;
         }
         let mut out_dims = lead.to_vec();
         out_dims.push(self.out_features());
@@ -59,6 +59,8 @@ pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
+    /// False for `elementwise_affine=False` (weight ones, bias zeros, skipped when training).
+    affine: bool,
 }
 
 impl LayerNorm {
@@ -68,6 +70,7 @@ impl LayerNorm {
             weight: Tensor::ones(dim, DType::F32, device)?,
             bias: Tensor::zeros(dim, DType::F32, device)?,
             eps: eps as f32,
+            affine: false,
         })
     }
 
@@ -76,6 +79,7 @@ impl LayerNorm {
             weight: weight.to_dtype(DType::F32)?,
             bias: bias.to_dtype(DType::F32)?,
             eps: eps as f32,
+            affine: true,
         })
     }
 
@@ -93,7 +97,10 @@ impl LayerNorm {
             let xc = x.broadcast_sub(&mean)?;
             let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
             let xn = xc.broadcast_div(&(var + self.eps as f64)?.sqrt()?)?;
-            return Ok(xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?);
+            if !self.affine {
+                return Ok(xn);
+            }
+            return broadcast_add(&broadcast_mul(&xn, &self.weight)?, &self.bias);
         }
         Ok(candle_nn::ops::layer_norm(
             &x,
@@ -126,7 +133,7 @@ impl RmsNorm {
         if tracks_grad(&[&xf, &self.weight]) {
             let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
             let xn = xf.broadcast_div(&(ms + self.eps as f64)?.sqrt()?)?;
-            return Ok(xn.broadcast_mul(&self.weight)?.to_dtype(dtype)?);
+            return Ok(broadcast_mul(&xn, &self.weight)?.to_dtype(dtype)?);
         }
         Ok(candle_nn::ops::rms_norm(&xf, &self.weight, self.eps)?.to_dtype(dtype)?)
     }
@@ -147,7 +154,61 @@ pub fn tracks_grad(ts: &[&Tensor]) -> bool {
 
 /// `x·(1 + scale) + shift` with broadcasting; all f32.
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
+    broadcast_add(&broadcast_mul(x, &(scale + 1.0)?)?, shift)
+}
+
+/// `x + m` with `m` broadcast to `x`'s shape; see [`broadcast_rows`] for the training path.
+pub fn broadcast_add(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    if tracks_grad(&[m]) && x.dims() != m.dims() {
+        return Ok((x + broadcast_rows(m, x.dims())?)?);
+    }
+    Ok(x.broadcast_add(m)?)
+}
+
+/// `x·m` with `m` broadcast to `x`'s shape; see [`broadcast_rows`] for the training path.
+pub fn broadcast_mul(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    if tracks_grad(&[m]) && x.dims() != m.dims() {
+        return Ok((x * broadcast_rows(m, x.dims())?)?);
+    }
+    Ok(x.broadcast_mul(m)?)
+}
+
+/// `m` repeated over rows to `shape`, as a matmul with a column of ones, when `m` is
+/// `[D]` (or `[1, .., 1, D]`) or `[B, 1, .., 1, D]` against `shape = [B, .., D]`; any other
+/// broadcast is candle's.
+///
+/// Why a matmul: in training the gradient of a broadcast tensor is a sum over the repeated
+/// rows. candle's backward takes that sum with its generic strided reduction, which on the
+/// CPU does index arithmetic per element on one thread (~10% of a training step, for
+/// biases, norm weights and AdaLN modulation) and on CUDA reads across rows uncoalesced.
+/// Made by a matmul, the same sum is the transposed matmul, which is fast on both.
+pub fn broadcast_rows(m: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let Some((&d, lead)) = shape.split_last() else {
+        return Ok(m.broadcast_as(shape)?);
+    };
+    let md = m.dims();
+    let batch = match md.split_last() {
+        Some((&md_last, md_lead)) if md_last == d => {
+            let ones_after_first = md_lead.iter().skip(1).all(|&n| n == 1);
+            match md_lead.first() {
+                None => Some(1),
+                Some(&b) if md_lead.len() == lead.len() && ones_after_first && b == lead[0] => {
+                    Some(b)
+                }
+                Some(_) if md_lead.iter().all(|&n| n == 1) => Some(1),
+                Some(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let rows: usize = lead.iter().product();
+    match batch {
+        Some(b) if b > 0 && rows % b == 0 => {
+            let ones = Tensor::ones((b, rows / b, 1), m.dtype(), m.device())?;
+            Ok(ones.matmul(&m.reshape((b, 1, d))?)?.reshape(shape)?)
+        }
+        _ => Ok(m.broadcast_as(shape)?),
+    }
 }
 
 /// Splits `t` into `n` equal chunks along `dim`, squeezing that dimension when chunks are 1 wide.
@@ -160,4 +221,90 @@ pub fn chunk_squeeze(t: &Tensor, n: usize, dim: usize) -> Result<Vec<Tensor>> {
 /// SiLU in the tensor's dtype.
 pub fn silu(x: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::ops::silu(x)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Value and gradient (in `m`) of `Σ w ⊙ f(m)`.
+    fn value_and_grad(m: &Var, w: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
+        let y = f(m.as_tensor());
+        let grads = (&y * w).unwrap().sum_all().unwrap().backward().unwrap();
+        (y.detach(), grads.get(m.as_tensor()).unwrap().clone())
+    }
+
+    #[test]
+    fn broadcast_rows_equals_broadcast_as_in_value_and_gradient() {
+        let dev = Device::Cpu;
+        let cases: [(&[usize], &[usize]); 8] = [
+            (&[8], &[5, 3, 8]),
+            (&[1, 8], &[15, 8]),
+            (&[2, 1, 8], &[2, 6, 8]),
+            (&[1, 1, 8], &[2, 6, 8]),
+            (&[2, 1, 1, 8], &[2, 3, 4, 8]),
+            // Not rows of a matrix: candle's broadcast.
+            (&[1, 6, 8], &[2, 6, 8]),
+            (&[2, 6, 1], &[2, 6, 8]),
+            (&[2, 6, 8], &[2, 6, 8]),
+        ];
+        for (m_dims, shape) in cases {
+            let m = Var::randn(0f32, 1.0, m_dims, &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            let (y, g) = value_and_grad(&m, &w, |m| broadcast_rows(m, shape).unwrap());
+            let (y_ref, g_ref) = value_and_grad(&m, &w, |m| m.broadcast_as(shape).unwrap());
+            assert_eq!(y.dims(), shape);
+            assert_eq!(max_abs_diff(&y, &y_ref).unwrap(), 0.0, "{m_dims:?} -> {shape:?}");
+            let err = max_abs_diff(&g, &g_ref).unwrap();
+            assert!(err < 1e-5, "gradient {m_dims:?} -> {shape:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn training_paths_equal_the_inference_kernels_and_candles_gradients() {
+        let dev = Device::Cpu;
+        let x = (Tensor::randn(0f32, 2.0, (2, 7, 16), &dev).unwrap() + 0.3).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (2, 7, 16), &dev).unwrap();
+        let close = |a: &Tensor, b: &Tensor, tol: f32, what: &str| {
+            let err = max_abs_diff(a, b).unwrap();
+            assert!(err < tol, "{what}: {err}");
+        };
+        // Norms: the tracked path (plain ops) against candle's fused kernels.
+        let affine = LayerNorm::affine(
+            Tensor::randn(1f32, 0.1, 16, &dev).unwrap(),
+            Tensor::randn(0f32, 0.1, 16, &dev).unwrap(),
+            1e-6,
+        )
+        .unwrap();
+        let plain = LayerNorm::no_affine(16, 1e-6, &dev).unwrap();
+        let rms = RmsNorm::new(Tensor::randn(1f32, 0.1, 16, &dev).unwrap(), 1e-6).unwrap();
+        let norms: [(&str, &dyn Fn(&Tensor) -> Tensor); 3] = [
+            ("affine layer norm", &|t| affine.forward(t).unwrap()),
+            ("layer norm", &|t| plain.forward(t).unwrap()),
+            ("rms norm", &|t| rms.forward(t).unwrap()),
+        ];
+        for (what, f) in norms {
+            let (tracked, _) = value_and_grad(&xv, &w, f);
+            close(&tracked, &f(&x), 1e-5, what);
+        }
+        // GELU: value against candle's kernel, gradient against candle's backward of it.
+        let (y, g) = value_and_grad(&xv, &w, |t| crate::fused::gelu_tanh(t).unwrap());
+        let (y_ref, g_ref) = value_and_grad(&xv, &w, |t| t.gelu().unwrap());
+        close(&y, &y_ref, 2e-6, "gelu");
+        close(&g, &g_ref, 1e-5, "gelu gradient");
+        // AdaLN modulation with tracked per-sample shift and scale.
+        let shift = Var::randn(0f32, 1.0, (2, 1, 16), &dev).unwrap();
+        let scale = Tensor::randn(0f32, 1.0, (2, 1, 16), &dev).unwrap();
+        let (y, g) = value_and_grad(&shift, &w, |s| modulate(&x, s, &scale).unwrap());
+        let (y_ref, g_ref) = value_and_grad(&shift, &w, |s| {
+            x.broadcast_mul(&(&scale + 1.0).unwrap())
+                .unwrap()
+                .broadcast_add(s)
+                .unwrap()
+        });
+        close(&y, &y_ref, 1e-6, "modulate");
+        close(&g, &g_ref, 1e-5, "modulate gradient");
+    }
 }
