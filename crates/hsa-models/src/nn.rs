@@ -255,7 +255,11 @@ mod tests {
             let (y, g) = value_and_grad(&m, &w, |m| broadcast_rows(m, shape).unwrap());
             let (y_ref, g_ref) = value_and_grad(&m, &w, |m| m.broadcast_as(shape).unwrap());
             assert_eq!(y.dims(), shape);
-            assert_eq!(max_abs_diff(&y, &y_ref).unwrap(), 0.0, "{m_dims:?} -> {shape:?}");
+            assert_eq!(
+                max_abs_diff(&y, &y_ref).unwrap(),
+                0.0,
+                "{m_dims:?} -> {shape:?}"
+            );
             let err = max_abs_diff(&g, &g_ref).unwrap();
             assert!(err < 1e-5, "gradient {m_dims:?} -> {shape:?}: {err}");
         }
