@@ -395,15 +395,24 @@ pub fn training_loss(
     let x0 = Tensor::from_slice(&draw.x0, shape, device)?;
     let eps = Tensor::from_slice(&draw.eps, shape, device)?;
     let ctx = text.embed_batch(&draw.prompts)?;
-    let s = Tensor::from_slice(&draw.sigmas, (cfg.batch, 1, 1, 1, 1), device)?;
+    let sigmas = Tensor::from_slice(&draw.sigmas, cfg.batch, device)?;
+    flow_matching_loss(model, &x0, &eps, &sigmas, &ctx)
+}
+
+/// Wan's flow-matching objective: `mean((v − (ε − x₀))²)` where `v` is the model's velocity
+/// at `x_σ = (1 − σ)·x₀ + σ·ε` and timestep `1000·σ`. `x0`, `eps` `[B, C, F, H, W]`,
+/// `sigmas` `[B]`, `ctx` the text encoder's output `[B, S, text_dim]`.
+pub fn flow_matching_loss(
+    model: &WanModel,
+    x0: &Tensor,
+    eps: &Tensor,
+    sigmas: &Tensor,
+    ctx: &Tensor,
+) -> Result<Tensor> {
+    let s = sigmas.reshape((sigmas.elem_count(), 1, 1, 1, 1))?;
     let xt = (x0.broadcast_mul(&(1.0 - &s)?)? + eps.broadcast_mul(&s)?)?;
-    let t = Tensor::from_vec(
-        draw.sigmas.iter().map(|s| s * 1000.0).collect::<Vec<_>>(),
-        cfg.batch,
-        device,
-    )?;
-    let v = model.forward(&xt, &t, &ctx, None, None)?;
-    Ok((v - (&eps - &x0)?)?.sqr()?.mean_all()?)
+    let v = model.forward(&xt, &(sigmas * 1000.0)?, ctx, None, None)?;
+    Ok((v - (eps - x0)?)?.sqr()?.mean_all()?)
 }
 
 #[cfg(test)]
