@@ -255,6 +255,9 @@ enum BenchCommand {
     /// Times a Wan VAE decode (or --encode) on random weights, CPU; --torch also times
     /// diffusers on the same weights and input in the same run.
     Vae(hsa_eval::bench::VaeBenchArgs),
+    /// Times one update of the shapes trainer (loss, backward, AdamW, weight average) on random
+    /// weights; --torch also times the same update in PyTorch in the same run.
+    Train(hsa_eval::bench::TrainBenchArgs),
 }
 
 fn main() {
@@ -393,6 +396,12 @@ fn run(cli: Cli, sampler_given: bool) -> Result<()> {
             command: BenchCommand::Vae(args),
         } => {
             print!("{}", hsa_eval::bench::vae(&args)?);
+        }
+        Command::Bench {
+            command: BenchCommand::Train(args),
+        } => {
+            keep_freed_memory();
+            print!("{}", hsa_eval::bench::train(&args, &device)?);
         }
     }
     Ok(())

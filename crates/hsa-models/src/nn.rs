@@ -203,7 +203,7 @@ pub fn broadcast_rows(m: &Tensor, shape: &[usize]) -> Result<Tensor> {
     };
     let rows: usize = lead.iter().product();
     match batch {
-        Some(b) if b > 0 && rows % b == 0 => {
+        Some(b) if b > 0 && rows.is_multiple_of(b) => {
             let ones = Tensor::ones((b, rows / b, 1), m.dtype(), m.device())?;
             Ok(ones.matmul(&m.reshape((b, 1, d))?)?.reshape(shape)?)
         }

@@ -19,7 +19,14 @@ fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims());
     let a = a.to_dtype(DType::F64).unwrap();
     let b = b.to_dtype(DType::F64).unwrap();
-    let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+    let norm = |t: &Tensor| {
+        t.sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
     (norm(&(&a - &b).unwrap()) / norm(&b)).sqrt()
 }
 
@@ -43,14 +50,8 @@ fn loss_and_every_gradient_equal_pytorch() {
     })
     .unwrap();
 
-    let loss = flow_matching_loss(
-        &model,
-        &io["x0"],
-        &io["eps"],
-        &io["sigmas"],
-        &io["context"],
-    )
-    .unwrap();
+    let loss =
+        flow_matching_loss(&model, &io["x0"], &io["eps"], &io["sigmas"], &io["context"]).unwrap();
     let want = io["loss"].to_vec1::<f32>().unwrap()[0];
     let got = loss.to_scalar::<f32>().unwrap();
     assert!(
@@ -70,5 +71,8 @@ fn loss_and_every_gradient_equal_pytorch() {
         checked += 1;
     }
     let expected = io.keys().filter(|k| k.starts_with("grad.")).count();
-    assert_eq!(checked, expected, "the fixture has gradients for other parameters");
+    assert_eq!(
+        checked, expected,
+        "the fixture has gradients for other parameters"
+    );
 }

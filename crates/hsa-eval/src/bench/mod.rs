@@ -3,6 +3,8 @@
 //! in the same run.
 //!
 //! `hsa bench vae` ([`vae`]): Wan VAE decode (or encode) against diffusers.
+//!
+//! `hsa bench train` ([`train`]): one update of the bundled model's trainer against PyTorch.
 
 use std::fmt;
 use std::time::Instant;
@@ -13,8 +15,11 @@ use hsa_models::wan::{WanConfig, WanDenoiser, WanModel};
 
 use crate::{EvalError, Result};
 
+mod torch;
+pub mod train;
 pub mod vae;
 mod vae_weights;
+pub use train::{train, TrainBenchArgs, TrainBenchReport};
 pub use vae::{vae, VaeBenchArgs, VaeBenchReport};
 
 /// Settings of the DiT benchmark (defaults: the reference configuration).

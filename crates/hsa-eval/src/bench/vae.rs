@@ -8,6 +8,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::parse_dtype;
+use super::torch::{f64_field, median, runs, torch_command, work_folder, TorchServer};
 use super::vae_weights::{write_random_vae, SplitMix};
 use crate::{EvalError, Result};
 
@@ -148,86 +149,6 @@ pub struct VaeBenchReport {
     pub torch: Option<TorchSide>,
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[s.len() / 2]
-}
-
-/// A running `tools/bench/vae_decode_torch.py --serve`.
-struct TorchServer {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-}
-
-impl TorchServer {
-    fn start(cmd: &mut std::process::Command) -> Result<Self> {
-        use std::io::BufRead;
-        use std::process::Stdio;
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| EvalError::Io(format!("cannot start {cmd:?}: {e}")))?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        Ok(Self {
-            child,
-            stdin,
-            lines: std::io::BufReader::new(stdout).lines(),
-        })
-    }
-
-    /// The next JSON event; other lines (library messages) go to stderr.
-    fn event(&mut self, want: &str) -> Result<serde_json::Value> {
-        loop {
-            let Some(line) = self.lines.next() else {
-                let status = self.child.wait().map(|s| s.to_string());
-                return Err(EvalError::Io(format!(
-                    "the PyTorch script ended before '{want}' ({})",
-                    status.unwrap_or_else(|e| e.to_string())
-                )));
-            };
-            let line = line.map_err(|e| EvalError::Io(format!("PyTorch script output: {e}")))?;
-            match serde_json::from_str::<serde_json::Value>(&line) {
-                Ok(v) if v.get("event").and_then(|e| e.as_str()) == Some(want) => return Ok(v),
-                Ok(v) => {
-                    return Err(EvalError::Io(format!(
-                        "the PyTorch script answered {v} (expected '{want}')"
-                    )))
-                }
-                Err(_) => eprintln!("{line}"),
-            }
-        }
-    }
-
-    fn send(&mut self, cmd: &str) -> Result<()> {
-        use std::io::Write;
-        writeln!(self.stdin, "{cmd}")
-            .and_then(|_| self.stdin.flush())
-            .map_err(|e| EvalError::Io(format!("PyTorch script input: {e}")))
-    }
-}
-
-/// Removes the benchmark's temporary folder when dropped (also on errors).
-struct TempDir(Option<std::path::PathBuf>);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
-
-fn f64_field(v: &serde_json::Value, key: &str) -> Result<f64> {
-    v.get(key)
-        .and_then(|x| x.as_f64())
-        .ok_or_else(|| EvalError::Io(format!("PyTorch script event {v} lacks '{key}'")))
-}
-
 /// Runs the VAE benchmark on the CPU.
 pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
     let plan = vae_plan(args).map_err(EvalError::Invalid)?;
@@ -238,15 +159,7 @@ pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
     }
     let threads = candle_core::utils::get_num_threads();
     let device = Device::Cpu;
-    let (dir, _guard) = match &args.workdir {
-        Some(d) => (d.clone(), TempDir(None)),
-        None => {
-            let d = std::env::temp_dir().join(format!("hsa-bench-vae-{}", std::process::id()));
-            (d.clone(), TempDir(Some(d)))
-        }
-    };
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| EvalError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    let (dir, _guard) = work_folder(args.workdir.as_ref(), "vae")?;
     let weights = dir.join("weights.safetensors");
     let input_path = dir.join("input.safetensors");
     let torch_out = dir.join("torch_output.safetensors");
@@ -285,23 +198,12 @@ pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
     let (warmup, mut out) = pass()?;
 
     let mut server = if args.torch {
-        let python = args
-            .python
-            .clone()
-            .or_else(|| std::env::var("HSA_PYTHON").ok())
-            .unwrap_or_else(|| "python3".into());
-        let script = args.torch_script.clone().unwrap_or_else(|| {
-            let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-            let p = repo.join("tools/bench/vae_decode_torch.py");
-            if p.is_file() {
-                p
-            } else {
-                "tools/bench/vae_decode_torch.py".into()
-            }
-        });
-        let mut cmd = std::process::Command::new(&python);
-        cmd.arg(&script)
-            .arg("--serve")
+        let mut cmd = torch_command(
+            args.python.as_deref(),
+            args.torch_script.as_deref(),
+            "vae_decode_torch.py",
+        );
+        cmd.arg("--serve")
             .args(["--config", &args.config])
             .arg("--weights")
             .arg(&weights)
@@ -336,10 +238,8 @@ pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
     let out = out.to_dtype(DType::F32)?;
     let torch = match server {
         None => None,
-        Some((mut server, ready)) => {
-            server.send("quit")?;
-            server.event("done")?;
-            let _ = server.child.wait();
+        Some((server, ready)) => {
+            server.finish()?;
             let theirs = candle_core::safetensors::load(&torch_out, &device)?
                 .remove("output")
                 .ok_or_else(|| EvalError::Io("PyTorch output lacks 'output'".into()))?;
@@ -401,12 +301,6 @@ impl fmt::Display for VaeBenchReport {
             a.repeats,
             self.load_seconds
         )?;
-        let runs = |v: &[f64]| {
-            v.iter()
-                .map(|s| format!("{s:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         writeln!(
             f,
             "{:<28} {:>10} {:>10}   runs",

@@ -110,26 +110,7 @@ pub fn export(work_dir: &Path, out_dir: &Path) -> Result<Vec<f32>> {
     let tdir = out_dir.join("transformer");
     std::fs::create_dir_all(&tdir)?;
     candle_core::safetensors::save(&weights, tdir.join("diffusion_pytorch_model.safetensors"))?;
-    let dcfg = serde_json::json!({
-        "_class_name": "WanTransformer3DModel",
-        "_diffusers_version": "0.42.1",
-        "patch_size": wcfg.patch_size,
-        "num_attention_heads": wcfg.num_heads,
-        "attention_head_dim": wcfg.head_dim,
-        "in_channels": wcfg.in_channels,
-        "out_channels": wcfg.out_channels,
-        "text_dim": wcfg.text_dim,
-        "freq_dim": wcfg.freq_dim,
-        "ffn_dim": wcfg.ffn_dim,
-        "num_layers": wcfg.num_layers,
-        "cross_attn_norm": true,
-        "qk_norm": "rms_norm_across_heads",
-        "eps": wcfg.eps,
-        "image_dim": null,
-        "added_kv_proj_dim": null,
-        "rope_max_seq_len": 1024,
-        "pos_embed_seq_len": null
-    });
+    let dcfg = diffusers_config(&wcfg);
     std::fs::write(
         tdir.join("config.json"),
         serde_json::to_string_pretty(&dcfg)?,
@@ -174,4 +155,28 @@ pub fn export(work_dir: &Path, out_dir: &Path) -> Result<Vec<f32>> {
         serde_json::to_string_pretty(&cfg)?,
     )?;
     Ok(losses)
+}
+
+/// The diffusers `config.json` of a DiT with this configuration (`WanTransformer3DModel`).
+pub fn diffusers_config(wcfg: &hsa_models::wan::WanConfig) -> serde_json::Value {
+    serde_json::json!({
+        "_class_name": "WanTransformer3DModel",
+        "_diffusers_version": "0.42.1",
+        "patch_size": wcfg.patch_size,
+        "num_attention_heads": wcfg.num_heads,
+        "attention_head_dim": wcfg.head_dim,
+        "in_channels": wcfg.in_channels,
+        "out_channels": wcfg.out_channels,
+        "text_dim": wcfg.text_dim,
+        "freq_dim": wcfg.freq_dim,
+        "ffn_dim": wcfg.ffn_dim,
+        "num_layers": wcfg.num_layers,
+        "cross_attn_norm": true,
+        "qk_norm": "rms_norm_across_heads",
+        "eps": wcfg.eps,
+        "image_dim": null,
+        "added_kv_proj_dim": null,
+        "rope_max_seq_len": 1024,
+        "pos_embed_seq_len": null
+    })
 }

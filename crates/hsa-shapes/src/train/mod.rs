@@ -32,8 +32,8 @@ use hsa_models::wan::weights::expected_tensors;
 use hsa_models::wan::{WanConfig, WanModel};
 
 use crate::ClipConfig;
-pub use checkpoint::export;
 use checkpoint::Checkpoint;
+pub use checkpoint::{diffusers_config, export};
 pub use data::{draw_batch, BatchDraw};
 use optim::{AdamW, AdamWConfig, Ema};
 use text_stack::{write_text_stack, TextStack};
@@ -151,7 +151,8 @@ impl TrainConfig {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks that the clip, patch, heads, batch and steps fit together.
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Invalid(m));
         if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return bad(format!(

@@ -1,0 +1,144 @@
+//! What the benchmarks with a PyTorch side share: the counterpart script's process and its
+//! JSON-lines protocol, the work folder, and the summaries of timed runs.
+
+use std::path::{Path, PathBuf};
+
+use crate::{EvalError, Result};
+
+/// The command that runs `tools/bench/<default_script>` (or `script`) with `python` (default:
+/// `$HSA_PYTHON`, else `python3`).
+pub(crate) fn torch_command(
+    python: Option<&str>,
+    script: Option<&Path>,
+    default_script: &str,
+) -> std::process::Command {
+    let python = python
+        .map(str::to_string)
+        .or_else(|| std::env::var("HSA_PYTHON").ok())
+        .unwrap_or_else(|| "python3".into());
+    let script = script.map(Path::to_path_buf).unwrap_or_else(|| {
+        let in_repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tools/bench")
+            .join(default_script);
+        if in_repo.is_file() {
+            in_repo
+        } else {
+            Path::new("tools/bench").join(default_script)
+        }
+    });
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(script);
+    cmd
+}
+
+/// The benchmark's folder for weights and I/O files: `given` (kept), else a temporary folder
+/// removed when the guard drops (also on errors).
+pub(crate) fn work_folder(given: Option<&PathBuf>, name: &str) -> Result<(PathBuf, TempDir)> {
+    let (dir, guard) = match given {
+        Some(d) => (d.clone(), TempDir(None)),
+        None => {
+            let d = std::env::temp_dir().join(format!("hsa-bench-{name}-{}", std::process::id()));
+            (d.clone(), TempDir(Some(d)))
+        }
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| EvalError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    Ok((dir, guard))
+}
+
+/// Timed runs as "0.12, 0.13, ...".
+pub(crate) fn runs(v: &[f64]) -> String {
+    v.iter()
+        .map(|s| format!("{s:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+/// A running PyTorch counterpart script in `--serve` mode: it prints JSON events on stdout
+/// and takes one command per line on stdin.
+pub(crate) struct TorchServer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl TorchServer {
+    pub(crate) fn start(cmd: &mut std::process::Command) -> Result<Self> {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| EvalError::Io(format!("cannot start {cmd:?}: {e}")))?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        Ok(Self {
+            child,
+            stdin,
+            lines: std::io::BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The next JSON event; other lines (library messages) go to stderr.
+    pub(crate) fn event(&mut self, want: &str) -> Result<serde_json::Value> {
+        loop {
+            let Some(line) = self.lines.next() else {
+                let status = self.child.wait().map(|s| s.to_string());
+                return Err(EvalError::Io(format!(
+                    "the PyTorch script ended before '{want}' ({})",
+                    status.unwrap_or_else(|e| e.to_string())
+                )));
+            };
+            let line = line.map_err(|e| EvalError::Io(format!("PyTorch script output: {e}")))?;
+            match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(v) if v.get("event").and_then(|e| e.as_str()) == Some(want) => return Ok(v),
+                Ok(v) => {
+                    return Err(EvalError::Io(format!(
+                        "the PyTorch script answered {v} (expected '{want}')"
+                    )))
+                }
+                Err(_) => eprintln!("{line}"),
+            }
+        }
+    }
+
+    pub(crate) fn send(&mut self, cmd: &str) -> Result<()> {
+        use std::io::Write;
+        writeln!(self.stdin, "{cmd}")
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| EvalError::Io(format!("PyTorch script input: {e}")))
+    }
+
+    /// Sends "quit", waits for the script's "done" event and for it to exit.
+    pub(crate) fn finish(mut self) -> Result<serde_json::Value> {
+        self.send("quit")?;
+        let done = self.event("done")?;
+        let _ = self.child.wait();
+        Ok(done)
+    }
+}
+
+/// Removes the benchmark's temporary folder when dropped (also on errors).
+pub(crate) struct TempDir(Option<std::path::PathBuf>);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+pub(crate) fn f64_field(v: &serde_json::Value, key: &str) -> Result<f64> {
+    v.get(key)
+        .and_then(|x| x.as_f64())
+        .ok_or_else(|| EvalError::Io(format!("PyTorch script event {v} lacks '{key}'")))
+}
