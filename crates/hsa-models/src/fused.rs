@@ -28,7 +28,7 @@ fn fusable(ts: &[&Tensor]) -> bool {
 /// `x = n·ln2 + r`, `|r| ≤ ln2/2`, and a degree-6 Taylor polynomial for `e^r`. Written without
 /// branches or libm calls so loops over it vectorise.
 #[inline(always)]
-fn exp_approx(x: f32) -> f32 {
+pub(crate) fn exp_approx(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.clamp(-87.0, 88.0);

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fused;
 pub mod interpolate;
 pub mod nn;
+pub mod softmax;
 pub mod store;
 pub mod text;
 pub mod umt5;

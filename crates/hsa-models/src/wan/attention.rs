@@ -47,7 +47,11 @@ pub fn scaled_dot_product_reference(
         let qc = (q.narrow(2, start, len)? * scale)?;
         let scores = qc.matmul(&kt)?;
         let probs = if crate::nn::tracks_grad(&[&scores]) {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            if crate::softmax::supports(&scores) {
+                crate::softmax::softmax_last_dim(&scores)?
+            } else {
+                candle_nn::ops::softmax(&scores, D::Minus1)?
+            }
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
