@@ -35,6 +35,37 @@ fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'
     }
 }
 
+#[inline(always)]
+fn softmax_rows_portable(out: &mut [f32], x: &[f32], d: usize) {
+    for (o, x) in out.chunks_mut(d).zip(x.chunks(d)) {
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = crate::fused::exp_approx(v - max);
+            sum += *o;
+        }
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_rows_avx2(out: &mut [f32], x: &[f32], d: usize) {
+    softmax_rows_portable(out, x, d)
+}
+
+/// Softmax of the `d`-wide rows of `x` into `out`; vectorised where the CPU has AVX2 (the
+/// exponential's `floor` is a libm call otherwise).
+fn softmax_rows(out: &mut [f32], x: &[f32], d: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function was compiled for.
+        return unsafe { softmax_rows_avx2(out, x, d) };
+    }
+    softmax_rows_portable(out, x, d)
+}
+
 struct Softmax;
 
 impl CustomOp1 for Softmax {
@@ -48,26 +79,15 @@ impl CustomOp1 for Softmax {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(d * ROWS_PER_TASK)
             .zip(x.par_chunks(d * ROWS_PER_TASK))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-                    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for (o, &v) in o.iter_mut().zip(x) {
-                        *o = crate::fused::exp_approx(v - max);
-                        sum += *o;
-                    }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|v| *v *= inv);
-                }
-            });
+            .for_each(|(o, x)| softmax_rows(o, x, d));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, p: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(
-            g.contiguous()?
-                .apply_op2_no_bwd(&p.detach().contiguous()?, &SoftmaxGrad)?,
-        ))
+        Ok(Some(g.contiguous()?.apply_op2_no_bwd(
+            &p.detach().contiguous()?,
+            &SoftmaxGrad,
+        )?))
     }
 }
 
@@ -88,12 +108,20 @@ impl CustomOp2 for SoftmaxGrad {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (g, p) = (values(gs, gl, self.name())?, values(ps, pl, self.name())?);
         if gl.dims() != pl.dims() {
-            bail!("{}: shapes {:?} and {:?}", self.name(), gl.dims(), pl.dims());
+            bail!(
+                "{}: shapes {:?} and {:?}",
+                self.name(),
+                gl.dims(),
+                pl.dims()
+            );
         }
         let d = *gl.dims().last().unwrap_or(&1);
         let mut out = vec![0f32; g.len()];
         out.par_chunks_mut(d * ROWS_PER_TASK)
-            .zip(g.par_chunks(d * ROWS_PER_TASK).zip(p.par_chunks(d * ROWS_PER_TASK)))
+            .zip(
+                g.par_chunks(d * ROWS_PER_TASK)
+                    .zip(p.par_chunks(d * ROWS_PER_TASK)),
+            )
             .for_each(|(o, (g, p))| {
                 for ((o, g), p) in o.chunks_mut(d).zip(g.chunks(d)).zip(p.chunks(d)) {
                     let dot: f32 = g.iter().zip(p).map(|(a, b)| a * b).sum();
