@@ -4,6 +4,7 @@
 //! for the diffusers, original and ComfyUI key layouts, and a forward pass that can run a
 //! subset of tokens against a per-layer K/V cache (the contract HSA samplers rely on).
 
+pub mod attention_grad;
 pub mod clip;
 pub mod cpu_attention;
 pub mod error;

@@ -24,8 +24,23 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1(Softmax)?)
 }
 
+/// [`softmax_last_dim`]'s value without gradient tracking.
+pub(crate) fn softmax_no_grad(x: &Tensor) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op1_no_bwd(&Softmax)?)
+}
+
+/// The gradient of the scores from the gradient `g` of the probabilities `p`.
+pub(crate) fn softmax_backward(g: &Tensor, p: &Tensor) -> Result<Tensor> {
+    Ok(g.contiguous()?
+        .apply_op2_no_bwd(&p.detach().contiguous()?, &SoftmaxGrad)?)
+}
+
 /// The contiguous f32 values of a storage, or an error naming the op.
-fn values<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn values<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else {
         bail!("{op}: f32 only")
     };

@@ -13,11 +13,15 @@ const SCORE_BUDGET: usize = 1 << 26;
 
 /// `softmax(q·kᵀ·scale)·v` for `q [B,H,Lq,d]`, `k, v [B,H,Lk,d]`; returns `[B,H,Lq,d]`.
 ///
-/// On the CPU (f32/bf16/f16) this is the fused tiled kernel of [`crate::cpu_attention`];
-/// elsewhere it is [`scaled_dot_product_reference`].
+/// On the CPU (f32/bf16/f16) this is the fused tiled kernel of [`crate::cpu_attention`]
+/// (in training, for f32, with the backward of [`crate::attention_grad`]); elsewhere it is
+/// [`scaled_dot_product_reference`].
 pub fn scaled_dot_product(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    // Training: the fused kernels have no backward pass.
+    // Training: candle's fused kernels have no backward pass; ours on the CPU has one.
     if crate::nn::tracks_grad(&[q, k, v]) {
+        if crate::attention_grad::supports(q, k, v) {
+            return crate::attention_grad::attention(q, k, v, scale);
+        }
         return scaled_dot_product_reference(q, k, v, scale);
     }
     if crate::cpu_attention::supports(q, k, v) {
