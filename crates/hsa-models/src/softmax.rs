@@ -53,12 +53,22 @@ pub(crate) fn values<'a>(
 #[inline(always)]
 fn softmax_rows_portable(out: &mut [f32], x: &[f32], d: usize) {
     for (o, x) in out.chunks_mut(d).zip(x.chunks(d)) {
-        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
+        // `if > else` (not f32::max, whose NaN rule keeps it scalar) vectorises to maxps.
+        let max = x
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
         for (o, &v) in o.iter_mut().zip(x) {
             *o = crate::fused::exp_approx(v - max);
-            sum += *o;
         }
+        // Eight running sums so the reduction vectorises (one sum would be a serial chain).
+        let mut lanes = [0f32; 8];
+        let mut rows = o.chunks_exact(8);
+        for c in &mut rows {
+            for (l, v) in lanes.iter_mut().zip(c) {
+                *l += v;
+            }
+        }
+        let sum = lanes.iter().sum::<f32>() + rows.remainder().iter().sum::<f32>();
         let inv = 1.0 / sum;
         o.iter_mut().for_each(|v| *v *= inv);
     }
