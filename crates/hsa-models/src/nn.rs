@@ -181,7 +181,9 @@ pub fn broadcast_mul(x: &Tensor, m: &Tensor) -> Result<Tensor> {
 /// rows. candle's backward takes that sum with its generic strided reduction, which on the
 /// CPU does index arithmetic per element on one thread (~10% of a training step, for
 /// biases, norm weights and AdaLN modulation) and on CUDA reads across rows uncoalesced.
-/// Made by a matmul, the same sum is the transposed matmul, which is fast on both.
+/// Made by a matmul, the same sum is the transposed matmul, which is fast on both. (With
+/// TF32 GEMMs, as `hsa train` uses on CUDA, the repeated values are rounded to TF32 like every
+/// other matmul input.)
 pub fn broadcast_rows(m: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let Some((&d, lead)) = shape.split_last() else {
         return Ok(m.broadcast_as(shape)?);
