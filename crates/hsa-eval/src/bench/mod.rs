@@ -16,6 +16,7 @@ use hsa_models::wan::{WanConfig, WanDenoiser, WanModel};
 use crate::{EvalError, Result};
 
 mod torch;
+pub use torch::TorchSideArgs;
 pub mod train;
 pub mod vae;
 mod vae_weights;

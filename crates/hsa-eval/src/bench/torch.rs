@@ -5,6 +5,53 @@ use std::path::{Path, PathBuf};
 
 use crate::{EvalError, Result};
 
+/// The arguments every benchmark with a PyTorch side takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TorchSideArgs {
+    /// Threads of both sides (sets RAYON_NUM_THREADS for candle; torch.set_num_threads for
+    /// PyTorch). Default: candle's count (RAYON_NUM_THREADS, else the cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Also run the same work in PyTorch (the bench's script in tools/bench), alternating
+    /// repeats with ours.
+    #[arg(long)]
+    pub torch: bool,
+    /// Python with torch and diffusers (default: $HSA_PYTHON, else python3).
+    #[arg(long)]
+    pub python: Option<String>,
+    /// The PyTorch script (default: the bench's script in tools/bench of this repository).
+    #[arg(long)]
+    pub torch_script: Option<PathBuf>,
+    /// Folder for the weights and I/O files, kept afterwards (default: a temporary folder,
+    /// removed at the end).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+}
+
+impl TorchSideArgs {
+    /// Applies `--threads` to candle (before its thread pools start) and returns the thread
+    /// count both sides use.
+    pub(crate) fn threads(&self) -> Result<usize> {
+        if self.threads == Some(0) {
+            return Err(EvalError::Invalid("--threads must be at least 1".into()));
+        }
+        if let Some(n) = self.threads {
+            // Read by candle for every parallel kernel; rayon's pool reads it when first used.
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
+        Ok(candle_core::utils::get_num_threads())
+    }
+
+    /// The PyTorch script's command (see [`torch_command`]).
+    pub(crate) fn command(&self, default_script: &str) -> std::process::Command {
+        torch_command(
+            self.python.as_deref(),
+            self.torch_script.as_deref(),
+            default_script,
+        )
+    }
+}
+
 /// The command that runs `tools/bench/<default_script>` (or `script`) with `python` (default:
 /// `$HSA_PYTHON`, else `python3`).
 pub(crate) fn torch_command(

@@ -19,7 +19,7 @@ use hsa_shapes::train::{
     diffusers_config, draw_batch, flow_matching_loss, model_over, TrainConfig,
 };
 
-use super::torch::{f64_field, median, runs, torch_command, work_folder, TorchServer};
+use super::torch::{f64_field, median, runs, work_folder, TorchServer, TorchSideArgs};
 use crate::{EvalError, Result};
 
 /// Settings of the training benchmark (defaults: the bundled model's architecture and clips).
@@ -41,25 +41,11 @@ pub struct TrainBenchArgs {
     pub size: usize,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Threads of both sides (sets RAYON_NUM_THREADS for candle; torch.set_num_threads for
-    /// PyTorch). Default: candle's count (RAYON_NUM_THREADS, else the cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Timed updates per side (the median is reported), after one warm-up update each.
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
-    /// Also run the update in PyTorch (tools/bench/train_step_torch.py), alternating repeats.
-    #[arg(long)]
-    pub torch: bool,
-    /// Python with torch and diffusers (default: $HSA_PYTHON, else python3).
-    #[arg(long)]
-    pub python: Option<String>,
-    /// The PyTorch script (default: tools/bench/train_step_torch.py of this repository).
-    #[arg(long)]
-    pub torch_script: Option<std::path::PathBuf>,
-    /// Folder for the weights and inputs, kept afterwards (default: a temporary folder).
-    #[arg(long)]
-    pub workdir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub side: TorchSideArgs,
     /// Seed of the random weights, batch and context.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -95,11 +81,7 @@ pub fn train(args: &TrainBenchArgs, device: &Device) -> Result<TrainBenchReport>
     if args.repeats == 0 {
         return Err(EvalError::Invalid("--repeats must be at least 1".into()));
     }
-    if let Some(n) = args.threads {
-        // Read by candle for every parallel kernel; rayon's pool reads it when first used.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-    let threads = candle_core::utils::get_num_threads();
+    let threads = args.side.threads()?;
     let cfg = TrainConfig {
         width: args.size,
         height: args.size,
@@ -122,7 +104,7 @@ pub fn train(args: &TrainBenchArgs, device: &Device) -> Result<TrainBenchReport>
 
     // Every weight random (none starts at zero), so the first losses of the two sides check
     // each other.
-    let (dir, _guard) = work_folder(args.workdir.as_ref(), "train")?;
+    let (dir, _guard) = work_folder(args.side.workdir.as_ref(), "train")?;
     let shapes = expected_tensors(&wcfg);
     let weights: HashMap<String, Tensor> = shapes
         .iter()
@@ -204,12 +186,8 @@ pub fn train(args: &TrainBenchArgs, device: &Device) -> Result<TrainBenchReport>
     };
     let (warmup, first_loss) = update()?;
 
-    let mut server = if args.torch {
-        let mut cmd = torch_command(
-            args.python.as_deref(),
-            args.torch_script.as_deref(),
-            "train_step_torch.py",
-        );
+    let mut server = if args.side.torch {
+        let mut cmd = args.side.command("train_step_torch.py");
         cmd.arg("--config")
             .arg(&config_path)
             .arg("--weights")

@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::parse_dtype;
-use super::torch::{f64_field, median, runs, torch_command, work_folder, TorchServer};
+use super::torch::{f64_field, median, runs, work_folder, TorchServer, TorchSideArgs};
 use super::vae_weights::{write_random_vae, SplitMix};
 use crate::{EvalError, Result};
 
@@ -29,29 +29,14 @@ pub struct VaeBenchArgs {
     /// Time the encoder (video -> latent mean) instead of the decoder.
     #[arg(long)]
     pub encode: bool,
-    /// Threads of both sides (sets RAYON_NUM_THREADS for candle; torch.set_num_threads for
-    /// PyTorch). Default: candle's count (RAYON_NUM_THREADS, else the cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Timed passes per side (the median is reported), after one warm-up pass each.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// Compute dtype of our side (f32 or bf16); PyTorch always runs f32.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// Also run the pass in PyTorch (tools/bench/vae_decode_torch.py), alternating repeats.
-    #[arg(long)]
-    pub torch: bool,
-    /// Python with torch and diffusers (default: $HSA_PYTHON, else python3).
-    #[arg(long)]
-    pub python: Option<String>,
-    /// The PyTorch script (default: tools/bench/vae_decode_torch.py of this repository).
-    #[arg(long)]
-    pub torch_script: Option<std::path::PathBuf>,
-    /// Folder for the weights and I/O files, kept afterwards (default: a temporary folder,
-    /// removed at the end).
-    #[arg(long)]
-    pub workdir: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub side: TorchSideArgs,
     /// Seed of the random weights and input.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -92,7 +77,7 @@ fn vae_plan(args: &VaeBenchArgs) -> std::result::Result<VaePlan, String> {
     if args.repeats == 0 {
         return Err("repeats must be at least 1".into());
     }
-    if args.threads == Some(0) {
+    if args.side.threads == Some(0) {
         return Err("threads must be at least 1".into());
     }
     let tf = cfg.temporal_factor();
@@ -152,14 +137,9 @@ pub struct VaeBenchReport {
 /// Runs the VAE benchmark on the CPU.
 pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
     let plan = vae_plan(args).map_err(EvalError::Invalid)?;
-    if let Some(n) = args.threads {
-        // Read by candle for every parallel kernel; rayon's pool reads it when first used,
-        // which is after this point in `hsa bench vae`.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    }
-    let threads = candle_core::utils::get_num_threads();
+    let threads = args.side.threads()?;
     let device = Device::Cpu;
-    let (dir, _guard) = work_folder(args.workdir.as_ref(), "vae")?;
+    let (dir, _guard) = work_folder(args.side.workdir.as_ref(), "vae")?;
     let weights = dir.join("weights.safetensors");
     let input_path = dir.join("input.safetensors");
     let torch_out = dir.join("torch_output.safetensors");
@@ -197,12 +177,8 @@ pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
     };
     let (warmup, mut out) = pass()?;
 
-    let mut server = if args.torch {
-        let mut cmd = torch_command(
-            args.python.as_deref(),
-            args.torch_script.as_deref(),
-            "vae_decode_torch.py",
-        );
+    let mut server = if args.side.torch {
+        let mut cmd = args.side.command("vae_decode_torch.py");
         cmd.arg("--serve")
             .args(["--config", &args.config])
             .arg("--weights")
