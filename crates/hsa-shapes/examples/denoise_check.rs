@@ -47,6 +47,35 @@ fn main() {
             println!("seed {seed} sigma {s}: v mse {err:.4} (predicting 0: {zero:.4})");
         }
     }
+    // Per-frame x0 error at high noise, where a sample's layout is decided: a model that
+    // treats frames alike has no trend over the clip.
+    for s in [0.9f64, 0.7] {
+        let mut per_frame = [0f64; 9];
+        let n = 16u64;
+        for seed in 0..n {
+            let ex = generate_train(100 + seed, &cfg);
+            let x0 = Tensor::from_vec(ex.clip.data().to_vec(), (1, 3, 9, 32, 32), &dev).unwrap();
+            let eps = Tensor::randn(0f32, 1.0, x0.shape(), &dev).unwrap();
+            let ctx = text.embed(&ex.caption).unwrap().unsqueeze(0).unwrap();
+            let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
+            let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
+            let v = model.forward(&xt, &t, &ctx, None, None).unwrap();
+            let x0_hat = (&xt - (v * s).unwrap()).unwrap();
+            let err = (x0_hat - &x0).unwrap().sqr().unwrap();
+            for (f, e) in per_frame.iter_mut().enumerate() {
+                *e += err
+                    .narrow(2, f, 1)
+                    .unwrap()
+                    .mean_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap() as f64
+                    / n as f64;
+            }
+        }
+        let row: Vec<String> = per_frame.iter().map(|e| format!("{e:.4}")).collect();
+        println!("sigma {s}: x0 mse per frame {}", row.join(" "));
+    }
     // Manual Euler sampling, no CFG.
     let sched = hsa_core::Schedule::new(hsa_core::ScheduleKind::FlowMatchEuler, 30, 3.0).unwrap();
     let caption = "a red circle moving right on a gray background";
