@@ -164,6 +164,21 @@ impl TorchServer {
             .map_err(|e| EvalError::Io(format!("PyTorch script input: {e}")))
     }
 
+    /// Starts the script and waits for its "ready" event (sent after its warm-up).
+    pub(crate) fn start_ready(
+        cmd: &mut std::process::Command,
+    ) -> Result<(Self, serde_json::Value)> {
+        let mut server = Self::start(cmd)?;
+        let ready = server.event("ready")?;
+        Ok((server, ready))
+    }
+
+    /// Times one more repeat on the PyTorch side: its seconds.
+    pub(crate) fn run(&mut self) -> Result<f64> {
+        self.send("run")?;
+        f64_field(&self.event("run")?, "seconds")
+    }
+
     /// Sends "quit", waits for the script's "done" event and for it to exit.
     pub(crate) fn finish(mut self) -> Result<serde_json::Value> {
         self.send("quit")?;

@@ -200,9 +200,7 @@ pub fn train(args: &TrainBenchArgs, device: &Device) -> Result<TrainBenchReport>
             .args(["--weight-decay", &cfg.adamw.weight_decay.to_string()])
             .args(["--max-grad-norm", &cfg.adamw.max_grad_norm.to_string()])
             .args(["--ema-decay", &cfg.ema_decay.to_string()]);
-        let mut s = TorchServer::start(&mut cmd)?;
-        let ready = s.event("ready")?;
-        Some((s, ready))
+        Some(TorchServer::start_ready(&mut cmd)?)
     } else {
         None
     };
@@ -213,8 +211,7 @@ pub fn train(args: &TrainBenchArgs, device: &Device) -> Result<TrainBenchReport>
     for _ in 0..args.repeats {
         seconds.push(update()?.0);
         if let Some((server, _)) = server.as_mut() {
-            server.send("run")?;
-            torch_seconds.push(f64_field(&server.event("run")?, "seconds")?);
+            torch_seconds.push(server.run()?);
         }
     }
     let torch = match server {

@@ -191,9 +191,7 @@ pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
         if args.encode {
             cmd.arg("--encode");
         }
-        let mut s = TorchServer::start(&mut cmd)?;
-        let ready = s.event("ready")?;
-        Some((s, ready))
+        Some(TorchServer::start_ready(&mut cmd)?)
     } else {
         None
     };
@@ -206,8 +204,7 @@ pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
         seconds.push(s);
         out = y;
         if let Some((server, _)) = server.as_mut() {
-            server.send("run")?;
-            torch_seconds.push(f64_field(&server.event("run")?, "seconds")?);
+            torch_seconds.push(server.run()?);
         }
     }
 
