@@ -286,7 +286,8 @@ mod tests {
         .unwrap();
         let plain = LayerNorm::no_affine(16, 1e-6, &dev).unwrap();
         let rms = RmsNorm::new(Tensor::randn(1f32, 0.1, 16, &dev).unwrap(), 1e-6).unwrap();
-        let norms: [(&str, &dyn Fn(&Tensor) -> Tensor); 3] = [
+        type Named<'a> = (&'a str, &'a dyn Fn(&Tensor) -> Tensor);
+        let norms: [Named; 3] = [
             ("affine layer norm", &|t| affine.forward(t).unwrap()),
             ("layer norm", &|t| plain.forward(t).unwrap()),
             ("rms norm", &|t| rms.forward(t).unwrap()),
