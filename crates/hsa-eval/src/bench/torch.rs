@@ -93,6 +93,14 @@ pub(crate) fn work_folder(given: Option<&PathBuf>, name: &str) -> Result<(PathBu
     Ok((dir, guard))
 }
 
+/// The PyTorch version and thread count a script's "ready" event reports ("?" and 0 where
+/// it does not say).
+pub(crate) fn version_and_threads(ready: &serde_json::Value) -> (String, usize) {
+    let version = ready.get("torch").and_then(|v| v.as_str()).unwrap_or("?");
+    let threads = ready.get("threads").and_then(|v| v.as_u64()).unwrap_or(0);
+    (version.to_string(), threads as usize)
+}
+
 /// Timed runs as "0.12, 0.13, ...".
 pub(crate) fn runs(v: &[f64]) -> String {
     v.iter()

@@ -19,7 +19,9 @@ use hsa_shapes::train::{
     diffusers_config, draw_batch, flow_matching_loss, model_over, TrainConfig,
 };
 
-use super::torch::{f64_field, median, runs, work_folder, TorchServer, TorchSideArgs};
+use super::torch::{
+    f64_field, median, runs, version_and_threads, work_folder, TorchServer, TorchSideArgs,
+};
 use crate::{EvalError, Result};
 
 /// Settings of the training benchmark (defaults: the bundled model's architecture and clips).
@@ -180,8 +182,8 @@ pub fn train(args: &TrainBenchArgs, device: &Device) -> Result<TrainBenchReport>
         let grads = loss.backward()?;
         opt.update(&vars, &grads, cfg.lr)?;
         ema.update(&vars)?;
+        // Copying the loss to the host waits for the device.
         let loss = loss.to_scalar::<f32>()? as f64;
-        device.synchronize()?;
         Ok((start.elapsed().as_secs_f64(), loss))
     };
     let (warmup, first_loss) = update()?;
@@ -218,13 +220,10 @@ pub fn train(args: &TrainBenchArgs, device: &Device) -> Result<TrainBenchReport>
         None => None,
         Some((server, ready)) => {
             server.finish()?;
+            let (version, threads) = version_and_threads(&ready);
             Some(TorchTrainSide {
-                version: ready
-                    .get("torch")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?")
-                    .to_string(),
-                threads: ready.get("threads").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
+                version,
+                threads,
                 first_loss: f64_field(&ready, "loss")?,
                 warmup: f64_field(&ready, "warmup")?,
                 seconds: torch_seconds,

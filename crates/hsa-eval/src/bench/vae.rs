@@ -8,7 +8,9 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use super::parse_dtype;
-use super::torch::{f64_field, median, runs, work_folder, TorchServer, TorchSideArgs};
+use super::torch::{
+    f64_field, median, runs, version_and_threads, work_folder, TorchServer, TorchSideArgs,
+};
 use super::vae_weights::{write_random_vae, SplitMix};
 use crate::{EvalError, Result};
 
@@ -224,13 +226,10 @@ pub fn vae(args: &VaeBenchArgs) -> Result<VaeBenchReport> {
                 )));
             }
             let max_abs_diff = hsa_models::nn::max_abs_diff(&out, &theirs)? as f64;
+            let (version, threads) = version_and_threads(&ready);
             Some(TorchSide {
-                version: ready
-                    .get("torch")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?")
-                    .to_string(),
-                threads: ready.get("threads").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
+                version,
+                threads,
                 warmup: f64_field(&ready, "warmup")?,
                 seconds: torch_seconds,
                 max_abs_diff,
