@@ -89,7 +89,8 @@ fn main() {
     }
 }
 
-/// Pixels (per frame-plane position, across the 3 channels) that differ from a 7x7 box blur of the clip by more than 0.3: object edges and bodies, not smooth backgrounds.
+/// Pixels (per frame-plane position, any of the 3 channels) that differ from a 7x7 box blur of
+/// the clip by more than 0.3: object edges and bodies, not smooth backgrounds.
 fn object_mask(clip: &[f32]) -> Vec<bool> {
     let plane = F * S * S;
     let mut mask = vec![false; plane];
