@@ -65,6 +65,10 @@ pub struct ShapesArgs {
     /// optimiser, instead of a fresh init.
     #[arg(long)]
     pub init_from: Option<PathBuf>,
+    /// With --init-from: a fresh text encoder (from --seed) instead of the init folder's; the
+    /// DiT then has to learn to read it.
+    #[arg(long, requires = "init_from")]
+    pub new_text_encoder: bool,
 }
 
 impl ShapesArgs {
@@ -86,6 +90,7 @@ impl ShapesArgs {
             ema_decay: self.ema_decay,
             adaln_zero: self.adaln_zero,
             init_from: self.init_from.clone(),
+            new_text_encoder: self.new_text_encoder,
             ..Default::default()
         }
     }

@@ -90,6 +90,11 @@ pub struct TrainConfig {
     /// fresh optimiser: continues a run whose checkpoint was lost but whose export was kept.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// With `init_from`: write a fresh text encoder (from `seed`) instead of taking the init
+    /// folder's, so the DiT must learn to read new text features. Without it a run continues
+    /// with the text stack the init folder's DiT was trained on.
+    #[serde(default)]
+    pub new_text_encoder: bool,
 }
 
 impl Default for TrainConfig {
@@ -116,6 +121,7 @@ impl Default for TrainConfig {
             adamw: AdamWConfig::default(),
             adaln_zero: true,
             init_from: None,
+            new_text_encoder: false,
         }
     }
 }
@@ -307,6 +313,9 @@ pub fn train(
         }
     }
     std::fs::write(&cfg_path, serde_json::to_string_pretty(cfg)?)?;
+    if let (Some(from), false) = (&cfg.init_from, cfg.new_text_encoder) {
+        copy_text_stack(from, work_dir)?;
+    }
     write_text_stack(work_dir, cfg.seed)?;
     let text = TextStack::load(work_dir, cfg.text_len, &device)?;
 
@@ -382,6 +391,32 @@ pub fn train(
         recent_loss: recent.iter().map(|&l| l as f64).sum::<f64>() / recent.len().max(1) as f64,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Copies `from`'s tokenizer and text encoder into `to` where `to` has none yet: a DiT is only
+/// good with the text features it was trained on, and a fresh encoder from another seed would
+/// silently replace them.
+fn copy_text_stack(from: &Path, to: &Path) -> Result<()> {
+    for part in ["tokenizer", "text_encoder"] {
+        let (src, dst) = (from.join(part), to.join(part));
+        if dst.exists() {
+            continue;
+        }
+        if !src.is_dir() {
+            return Err(TrainError::Invalid(format!(
+                "{} has no {part} folder to continue with (or pass --new-text-encoder)",
+                from.display()
+            )));
+        }
+        std::fs::create_dir_all(&dst)?;
+        for entry in std::fs::read_dir(&src)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                std::fs::copy(entry.path(), dst.join(entry.file_name()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The flow-matching loss of one drawn batch.
@@ -594,5 +629,24 @@ mod tests {
         assert_eq!(max_abs_diff(vars[i].as_tensor(), &bf16), 0.0);
         let err = initial_weights(&from(48), &Device::Cpu).unwrap_err();
         assert!(err.to_string().contains("different architecture"), "{err}");
+
+        // A continuation reads text as the export's DiT learned to, whatever its data seed;
+        // asked for, it gets a fresh encoder from its seed instead.
+        let encoder = |dir: &Path| std::fs::read(dir.join("text_encoder/model.safetensors"));
+        let continue_in = |new_text_encoder| {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = TrainConfig {
+                steps: 1,
+                seed: 7,
+                init_from: Some(out.path().to_path_buf()),
+                new_text_encoder,
+                ..tiny()
+            };
+            train(&cfg, dir.path(), &Device::Cpu, &mut |_| {}).unwrap();
+            encoder(dir.path()).unwrap()
+        };
+        let shipped = encoder(out.path()).unwrap();
+        assert_eq!(continue_in(false), shipped);
+        assert_ne!(continue_in(true), shipped);
     }
 }
