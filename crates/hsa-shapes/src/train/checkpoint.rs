@@ -83,6 +83,18 @@ impl Checkpoint {
     }
 }
 
+/// Copies the files of folder `from` into folder `to` (created if needed).
+pub(super) fn copy_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the shippable model folder from a training folder: EMA weights in bf16 under
 /// `transformer/` (diffusers names and config), the text stack, `model_index.json`, and the
 /// loss curve. Returns the loss history.
@@ -116,12 +128,7 @@ pub fn export(work_dir: &Path, out_dir: &Path) -> Result<Vec<f32>> {
         serde_json::to_string_pretty(&dcfg)?,
     )?;
     for sub in ["tokenizer", "text_encoder"] {
-        let to = out_dir.join(sub);
-        std::fs::create_dir_all(&to)?;
-        for entry in std::fs::read_dir(work_dir.join(sub))? {
-            let entry = entry?;
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
+        copy_files(&work_dir.join(sub), &out_dir.join(sub))?;
     }
     let index = serde_json::json!({
         "_class_name": "WanPipeline",

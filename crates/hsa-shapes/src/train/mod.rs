@@ -408,13 +408,7 @@ fn copy_text_stack(from: &Path, to: &Path) -> Result<()> {
                 from.display()
             )));
         }
-        std::fs::create_dir_all(&dst)?;
-        for entry in std::fs::read_dir(&src)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                std::fs::copy(entry.path(), dst.join(entry.file_name()))?;
-            }
-        }
+        checkpoint::copy_files(&src, &dst)?;
     }
     Ok(())
 }
