@@ -66,6 +66,10 @@ enum EvalCommand {
         model: Option<PathBuf>,
         #[arg(long, default_value_t = 50)]
         captions: usize,
+        /// Caption space: `held-out` (never trained on; the model card's score) or `train`
+        /// (new scenes from the training part: a validation set for choosing settings).
+        #[arg(long, default_value = "held-out")]
+        split: String,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
@@ -81,10 +85,11 @@ pub fn eval(args: EvalArgs, device: &Device) -> Result<()> {
         Some(EvalCommand::Checker {
             model,
             captions,
+            split,
             seed,
             sampler,
             out,
-        }) => checker(model, captions, seed, sampler, out, device),
+        }) => checker(model, captions, split.parse()?, seed, sampler, out, device),
         None => run(args.run, device),
     }
 }
@@ -143,6 +148,7 @@ fn run(a: EvalRunArgs, device: &Device) -> Result<()> {
 fn checker(
     model: Option<PathBuf>,
     captions: usize,
+    split: hsa_eval::shapes::CaptionSplit,
     seed: u64,
     sampler: SamplerArgs,
     out: Option<PathBuf>,
@@ -151,6 +157,7 @@ fn checker(
     let cfg = hsa_eval::shapes::CheckerEval {
         model_dir: model.unwrap_or_else(default_model_dir),
         captions,
+        split,
         steps: sampler.steps,
         guidance: sampler.guidance,
         shift: sampler.shift,
@@ -158,7 +165,11 @@ fn checker(
         sampler: sampler.options(),
         seed,
     };
-    let bar = progress::steps_bar(captions as u64, "generating held-out captions");
+    let what = match split {
+        hsa_eval::shapes::CaptionSplit::HeldOut => "held-out",
+        hsa_eval::shapes::CaptionSplit::Train => "training-space",
+    };
+    let bar = progress::steps_bar(captions as u64, &format!("generating {what} captions"));
     let report =
         hsa_eval::shapes::evaluate_checker(&cfg, device, &mut |i| bar.set_position(i as u64))?;
     bar.finish_and_clear();
@@ -172,7 +183,7 @@ fn checker(
         .shape
         .map_or("n/a (objects too small)".to_string(), |s| format!("{s:.3}"));
     println!(
-        "checker on {} held-out captions ({}): overall {:.3}, colour {:.3} (found {:.3}), direction {:.3}, shape {shape}; {:.1} s",
+        "checker on {} {what} captions ({}): overall {:.3}, colour {:.3} (found {:.3}), direction {:.3}, shape {shape}; {:.1} s",
         captions, sampler.sampler, report.overall, report.colour, report.colour_recall, report.direction, report.seconds
     );
     Ok(())

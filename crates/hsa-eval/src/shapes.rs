@@ -7,16 +7,54 @@ use candle_core::Device;
 use hsa_core::ScheduleKind;
 use hsa_pipeline::generate::{generate, GenerateRequest};
 use hsa_pipeline::sampling::SamplerOptions;
-use hsa_shapes::{caption, check, sample_eval, Clip};
+use hsa_shapes::{caption, check, sample_eval, sample_train, Clip, SceneSpec};
 
 use crate::{EvalError, Result};
+
+/// Which part of the world's caption space the captions come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CaptionSplit {
+    /// Held-out (colour, shape, motion) combinations, never trained on: the model card's score.
+    #[default]
+    HeldOut,
+    /// The training part of the caption space, from scene seeds no training run draws. A
+    /// validation set: it separates fitting from generalising, and settings (guidance) can be
+    /// chosen on it without looking at the held-out score.
+    Train,
+}
+
+impl CaptionSplit {
+    /// Caption `i` of this split.
+    pub fn scene(self, i: u64) -> SceneSpec {
+        match self {
+            CaptionSplit::HeldOut => sample_eval(i),
+            // Training runs draw `generate_train(mix(seed, n))`; this stream is a different
+            // one, so the scenes are new draws from the same caption space.
+            CaptionSplit::Train => sample_train(i ^ 0x5A11_DA7E_0000_0000),
+        }
+    }
+}
+
+impl std::str::FromStr for CaptionSplit {
+    type Err = EvalError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "held-out" => Ok(Self::HeldOut),
+            "train" => Ok(Self::Train),
+            _ => Err(EvalError::Invalid(format!(
+                "unknown caption split {s:?} (held-out or train)"
+            ))),
+        }
+    }
+}
 
 /// Settings of a checker evaluation.
 #[derive(Debug, Clone)]
 pub struct CheckerEval {
     pub model_dir: PathBuf,
-    /// Held-out captions to generate (scene seeds 0..n of `sample_eval`).
+    /// Captions to generate (scene seeds 0..n of the split).
     pub captions: usize,
+    pub split: CaptionSplit,
     pub steps: Option<usize>,
     pub guidance: Option<f64>,
     /// Timestep shift (default: the model's).
@@ -55,7 +93,7 @@ pub struct CheckerReport {
     pub seconds: f64,
 }
 
-/// Generates and checks `captions` held-out clips.
+/// Generates and checks `captions` clips of the split.
 pub fn evaluate_checker(
     cfg: &CheckerEval,
     device: &Device,
@@ -67,7 +105,7 @@ pub fn evaluate_checker(
     let start = std::time::Instant::now();
     let mut clips = Vec::with_capacity(cfg.captions);
     for i in 0..cfg.captions {
-        let text = caption(&sample_eval(i as u64));
+        let text = caption(&cfg.split.scene(i as u64));
         let req = GenerateRequest {
             model_dir: cfg.model_dir.clone(),
             prompt: text.clone(),
@@ -110,4 +148,19 @@ pub fn evaluate_checker(
         clips,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_splits_keep_to_their_part_of_the_caption_space() {
+        for i in 0..50 {
+            assert!(hsa_shapes::is_held_out(&CaptionSplit::HeldOut.scene(i)));
+            assert!(!hsa_shapes::is_held_out(&CaptionSplit::Train.scene(i)));
+        }
+        assert_eq!(CaptionSplit::HeldOut.scene(3), sample_eval(3));
+        assert!("validation".parse::<CaptionSplit>().is_err());
+    }
 }
