@@ -118,7 +118,7 @@ const SELF_BIAS: f32 = 8.0;
 
 /// Encoder weights (HF names), deterministic in `seed`: embeddings ~ N(0, 1) as T5 initialises
 /// them, projections ~ N(0, 1/fan_in), norms 1, and position biases ~ N(0, 0.1) plus
-/// [`OFFSET_BIAS`] at each head's [`HEAD_OFFSETS`] bucket.
+/// [`OFFSET_BIAS`] at each head's [`HEAD_OFFSETS`] bucket and [`SELF_BIAS`] at offset 0.
 pub fn text_encoder_weights(
     cfg: &UMT5Config,
     seed: u64,
@@ -132,21 +132,18 @@ pub fn text_encoder_weights(
                 vec![1.0f32; n]
             } else if name.contains("relative_attention_bias") {
                 let mut bias = normal(n, 0.1, seed, &name);
-                let layer = layer_index(&name);
-                for head in 0..cfg.num_heads {
-                    let own = relative_position_bucket(
-                        0,
-                        cfg.relative_attention_num_buckets,
-                        cfg.relative_attention_max_distance,
-                    );
-                    bias[own * cfg.num_heads + head] += SELF_BIAS;
-                    let offset = HEAD_OFFSETS[layer % HEAD_OFFSETS.len()][head % 4];
-                    let bucket = relative_position_bucket(
+                let bucket = |offset| {
+                    relative_position_bucket(
                         offset,
                         cfg.relative_attention_num_buckets,
                         cfg.relative_attention_max_distance,
-                    );
-                    bias[bucket * cfg.num_heads + head] += OFFSET_BIAS;
+                    )
+                };
+                let offsets = HEAD_OFFSETS[layer_index(&name) % HEAD_OFFSETS.len()];
+                for head in 0..cfg.num_heads {
+                    bias[bucket(0) * cfg.num_heads + head] += SELF_BIAS;
+                    let offset = offsets[head % offsets.len()];
+                    bias[bucket(offset) * cfg.num_heads + head] += OFFSET_BIAS;
                 }
                 bias
             } else if name.ends_with("shared.weight") || name.contains("embed_tokens") {
