@@ -69,7 +69,7 @@ enum EvalCommand {
         /// Caption space: `held-out` (never trained on; the model card's score) or `train`
         /// (new scenes from the training part: a validation set for choosing settings).
         #[arg(long, default_value = "held-out")]
-        split: String,
+        split: hsa_eval::shapes::CaptionSplit,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
@@ -89,7 +89,7 @@ pub fn eval(args: EvalArgs, device: &Device) -> Result<()> {
             seed,
             sampler,
             out,
-        }) => checker(model, captions, split.parse()?, seed, sampler, out, device),
+        }) => checker(model, captions, split, seed, sampler, out, device),
         None => run(args.run, device),
     }
 }
@@ -165,10 +165,7 @@ fn checker(
         sampler: sampler.options(),
         seed,
     };
-    let what = match split {
-        hsa_eval::shapes::CaptionSplit::HeldOut => "held-out",
-        hsa_eval::shapes::CaptionSplit::Train => "training-space",
-    };
+    let what = split.label();
     let bar = progress::steps_bar(captions as u64, &format!("generating {what} captions"));
     let report =
         hsa_eval::shapes::evaluate_checker(&cfg, device, &mut |i| bar.set_position(i as u64))?;

@@ -24,6 +24,14 @@ pub enum CaptionSplit {
 }
 
 impl CaptionSplit {
+    /// How reports name the split's captions ("held-out", "training-space").
+    pub fn label(self) -> &'static str {
+        match self {
+            CaptionSplit::HeldOut => "held-out",
+            CaptionSplit::Train => "training-space",
+        }
+    }
+
     /// Caption `i` of this split.
     pub fn scene(self, i: u64) -> SceneSpec {
         match self {
