@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor};
 use hsa_core::{ActiveSet, Branch, Denoiser, IndicatorKind, TokenGrid};
 
 use super::attention::KvCache;
-use super::dit::{Timesteps, WanContext, WanModel};
+use super::dit::{Pass, Timesteps, WanContext, WanModel};
 use super::rope::RopeTable;
 use crate::{ModelError, Result};
 
@@ -200,17 +200,15 @@ impl Denoiser for WanDenoiser<'_> {
             .contexts
             .get(branch.index())
             .ok_or_else(|| ModelError::Input("no negative context was given for CFG".into()))?;
-        let out = self.model.forward_tokens(
-            &input,
-            &t,
-            self.grid,
-            ctx,
-            &self.rope,
+        let pass = Pass {
             active,
-            Some(&mut self.caches[branch.index()]),
-            capture,
-            None,
-        )?;
+            cache: Some(&mut self.caches[branch.index()]),
+            capture_residual: capture,
+            trace: None,
+        };
+        let out = self
+            .model
+            .forward_tokens(&input, &t, self.grid, ctx, &self.rope, pass)?;
         if capture {
             self.residuals[branch.index()] = out.block_residual;
         }

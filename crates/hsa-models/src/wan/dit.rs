@@ -137,6 +137,20 @@ impl PatchEmbed {
     }
 }
 
+/// What one token forward computes beyond the dense velocity: which rows, with which K/V
+/// cache, and what else it reports.
+#[derive(Default)]
+pub struct Pass<'a> {
+    /// `None` for a dense pass; the sorted ids of the computed rows otherwise.
+    pub active: Option<&'a ActiveSet>,
+    /// A dense pass with a cache fills it; a partial pass requires a filled one.
+    pub cache: Option<&'a mut KvCache>,
+    /// Also return the block stack's residual (TeaCache).
+    pub capture_residual: bool,
+    /// Observer of named intermediates (parity debugging).
+    pub trace: Option<Trace<'a>>,
+}
+
 /// Result of a token forward.
 #[derive(Debug, Clone)]
 pub struct TokenOutput {
@@ -482,10 +496,9 @@ impl WanModel {
 
     /// Runs the model on tokens.
     ///
-    /// * `x` — `[B, A, P_in]` input tokens of the computed rows (A = N for a dense pass).
+    /// * `x` — `[B, A, P_in]` input tokens of the computed rows (A = N for a dense pass,
+    ///   A = `pass.active`'s length for a partial one).
     /// * `t` — timesteps over the whole grid.
-    /// * `active` — `None` for a dense pass; the sorted ids of the rows in `x` otherwise.
-    /// * `cache` — a dense pass with a cache fills it; a partial pass requires a filled one.
     pub fn forward_tokens(
         &self,
         x: &Tensor,
@@ -493,11 +506,14 @@ impl WanModel {
         grid: TokenGrid,
         ctx: &WanContext,
         rope: &RopeTable,
-        active: Option<&ActiveSet>,
-        mut cache: Option<&mut KvCache>,
-        capture_residual: bool,
-        mut trace: Option<Trace>,
+        pass: Pass,
     ) -> Result<TokenOutput> {
+        let Pass {
+            active,
+            mut cache,
+            capture_residual,
+            mut trace,
+        } = pass;
         let (b, a, p) = x.dims3()?;
         let n = grid.len();
         let expect_rows = active.map_or(n, |s| s.len());
@@ -618,7 +634,11 @@ impl WanModel {
             }
         };
         let rope = RopeTable::new(grid, self.cfg.head_dim, &self.device)?;
-        let out = self.forward_tokens(&x, &t, grid, &ctx, &rope, None, None, false, trace)?;
+        let pass = Pass {
+            trace,
+            ..Pass::default()
+        };
+        let out = self.forward_tokens(&x, &t, grid, &ctx, &rope, pass)?;
         unpatchify(&out.velocity, grid, self.cfg.patch_size)
     }
 
@@ -666,30 +686,19 @@ impl WanModel {
         let ctx = self.prepare_context(encoder_hidden_states, encoder_hidden_states_image, None)?;
         let rope = RopeTable::new(grid, self.cfg.head_dim, &self.device)?;
         let mut cache = KvCache::new(self.cfg.num_layers);
-        self.forward_tokens(
-            &x,
-            &t,
-            grid,
-            &ctx,
-            &rope,
-            None,
-            Some(&mut cache),
-            false,
-            None,
-        )?;
+        let dense = Pass {
+            cache: Some(&mut cache),
+            ..Pass::default()
+        };
+        self.forward_tokens(&x, &t, grid, &ctx, &rope, dense)?;
         let xa = x.index_select(active.tensor(), 1)?;
+        let partial = Pass {
+            active: Some(active),
+            cache: Some(&mut cache),
+            ..Pass::default()
+        };
         let va = self
-            .forward_tokens(
-                &xa,
-                &t,
-                grid,
-                &ctx,
-                &rope,
-                Some(active),
-                Some(&mut cache),
-                false,
-                None,
-            )?
+            .forward_tokens(&xa, &t, grid, &ctx, &rope, partial)?
             .velocity;
         let (b, _, p) = va.dims3()?;
         let full = Tensor::zeros((b, grid.len(), p), DType::F32, &self.device)?;
