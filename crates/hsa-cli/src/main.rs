@@ -123,29 +123,33 @@ enum DevCommand {
         dtype: Option<Dtype>,
     },
     /// Samples latents from explicit noise and text embeddings with any sampler.
-    Sample {
-        /// DiT folder (text-to-video model).
-        #[arg(long)]
-        model: PathBuf,
-        /// safetensors with noise [1,C,F,H,W], encoder_hidden_states [1,S,D_text] and, for CFG,
-        /// negative_encoder_hidden_states.
-        #[arg(long)]
-        inputs: PathBuf,
-        /// Output safetensors: `latents` (same shape as noise).
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        sampler: SamplerArgs,
-        /// Write run statistics as JSON (per-step sigma, active fraction, wall time; NFE,
-        /// token-step fraction, runtime, peak memory, group map).
-        #[arg(long)]
-        stats: Option<PathBuf>,
-        /// Write the per-token step budget as a PNG heat map (HSA and RAS runs).
-        #[arg(long)]
-        group_map: Option<PathBuf>,
-        #[arg(long, value_enum)]
-        dtype: Option<Dtype>,
-    },
+    Sample(Box<SampleArgs>),
+}
+
+/// `hsa dev sample`.
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// DiT folder (text-to-video model).
+    #[arg(long)]
+    model: PathBuf,
+    /// safetensors with noise [1,C,F,H,W], encoder_hidden_states [1,S,D_text] and, for CFG,
+    /// negative_encoder_hidden_states.
+    #[arg(long)]
+    inputs: PathBuf,
+    /// Output safetensors: `latents` (same shape as noise).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    sampler: SamplerArgs,
+    /// Write run statistics as JSON (per-step sigma, active fraction, wall time; NFE,
+    /// token-step fraction, runtime, peak memory, group map).
+    #[arg(long)]
+    stats: Option<PathBuf>,
+    /// Write the per-token step budget as a PNG heat map (HSA and RAS runs).
+    #[arg(long)]
+    group_map: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    dtype: Option<Dtype>,
 }
 
 /// Sampler choice and knobs shared by the sampling commands.
@@ -314,21 +318,8 @@ fn run(cli: Cli, sampler_given: bool) -> Result<()> {
             );
         }
         Command::Dev {
-            command:
-                DevCommand::Sample {
-                    model,
-                    inputs,
-                    out,
-                    sampler,
-                    stats,
-                    group_map,
-                    dtype,
-                },
-        } => {
-            dev_sample(
-                model, inputs, out, sampler, stats, group_map, dtype, &device,
-            )?;
-        }
+            command: DevCommand::Sample(args),
+        } => dev_sample(*args, &device)?,
         Command::Train { command } => {
             keep_freed_memory();
             train::train(command, &device)?
@@ -407,17 +398,16 @@ fn run(cli: Cli, sampler_given: bool) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dev_sample(
-    model: PathBuf,
-    inputs: PathBuf,
-    out: PathBuf,
-    sampler: SamplerArgs,
-    stats_path: Option<PathBuf>,
-    group_map: Option<PathBuf>,
-    dtype: Option<Dtype>,
-    device: &Device,
-) -> Result<()> {
+fn dev_sample(args: SampleArgs, device: &Device) -> Result<()> {
+    let SampleArgs {
+        model,
+        inputs,
+        out,
+        sampler,
+        stats: stats_path,
+        group_map,
+        dtype,
+    } = args;
     let request = hsa_pipeline::dev::SampleRequest {
         model_dir: model,
         inputs,

@@ -370,11 +370,12 @@ pub fn polyfit(x: &[f64], y: &[f64], degree: usize) -> Result<Vec<f64>> {
             ));
         }
         a.swap(col, piv);
-        for r in 0..n {
+        let pivot_row = a[col].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != col {
-                let f = a[r][col] / a[col][col];
-                for c in col..=n {
-                    a[r][c] -= f * a[col][c];
+                let f = row[col] / pivot_row[col];
+                for (x, p) in row[col..=n].iter_mut().zip(&pivot_row[col..=n]) {
+                    *x -= f * p;
                 }
             }
         }

@@ -66,11 +66,14 @@ fn dense_spec_reproduces_fm_euler_bit_for_bit_with_and_without_cfg() {
     }
 }
 
+/// Per token: the (K, V) rows written at its last evaluation, if any.
+type WrittenRows = Vec<Option<(Tensor, Tensor)>>;
+
 /// Wraps the Wan denoiser and checks the K/V cache around every call.
 struct Instrumented<'m> {
     inner: WanDenoiser<'m>,
-    /// (branch, layer) -> per token: the (K, V) rows written at its last evaluation.
-    written: HashMap<(usize, usize), Vec<Option<(Tensor, Tensor)>>>,
+    /// (branch, layer) -> the rows each token wrote.
+    written: HashMap<(usize, usize), WrittenRows>,
     partial_calls: usize,
     checked_rows: usize,
 }

@@ -47,10 +47,10 @@ impl RopeTable {
         let n = grid.len();
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
-        for f in 0..grid.frames {
-            for h in 0..grid.height {
-                for w in 0..grid.width {
-                    for angle in ft[f].iter().chain(&fh[h]).chain(&fw[w]) {
+        for af in &ft {
+            for ah in &fh {
+                for aw in &fw {
+                    for angle in af.iter().chain(ah).chain(aw) {
                         // The references build cos/sin in f64 and store them as f32.
                         cos.push(angle.cos() as f32);
                         sin.push(angle.sin() as f32);
