@@ -79,12 +79,8 @@ pub struct GenerateArgs {
     scale: Option<usize>,
     #[command(flatten)]
     sampler: SamplerArgs,
-    /// Write run statistics as JSON.
-    #[arg(long)]
-    stats: Option<PathBuf>,
-    /// Write the per-token step budget as a PNG heat map (hsa and ras).
-    #[arg(long)]
-    group_map: Option<PathBuf>,
+    #[command(flatten)]
+    reports: progress::RunReports,
     #[arg(long, value_enum)]
     dtype: Option<Dtype>,
 }
@@ -186,18 +182,7 @@ pub fn generate(args: GenerateArgs, sampler_given: bool, device: &Device) -> Res
             VideoFormat::Gif,
         )?;
     }
-    if let Some(path) = &args.stats {
-        hsa_pipeline::io::write_bytes_atomic(path, progress::stats_json(&out.stats)?.as_bytes())?;
-    }
-    if let Some(path) = &args.group_map {
-        let map = out.stats.group_map.as_ref().with_context(|| {
-            format!(
-                "--group-map needs a token-level sampler (hsa or ras), not {}",
-                args.sampler.sampler
-            )
-        })?;
-        hsa_pipeline::group_map::write_png(map, path)?;
-    }
+    args.reports.write(&out.stats, &args.sampler.sampler)?;
     println!(
         "wrote {} ({f} frames {w}x{h} at {} fps); {}; text {:.2} s, decode {:.2} s, total {:.2} s",
         args.output.display(),

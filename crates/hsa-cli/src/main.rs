@@ -141,13 +141,8 @@ struct SampleArgs {
     out: PathBuf,
     #[command(flatten)]
     sampler: SamplerArgs,
-    /// Write run statistics as JSON (per-step sigma, active fraction, wall time; NFE,
-    /// token-step fraction, runtime, peak memory, group map).
-    #[arg(long)]
-    stats: Option<PathBuf>,
-    /// Write the per-token step budget as a PNG heat map (HSA and RAS runs).
-    #[arg(long)]
-    group_map: Option<PathBuf>,
+    #[command(flatten)]
+    reports: progress::RunReports,
     #[arg(long, value_enum)]
     dtype: Option<Dtype>,
 }
@@ -404,8 +399,7 @@ fn dev_sample(args: SampleArgs, device: &Device) -> Result<()> {
         inputs,
         out,
         sampler,
-        stats: stats_path,
-        group_map,
+        reports,
         dtype,
     } = args;
     let request = hsa_pipeline::dev::SampleRequest {
@@ -429,19 +423,7 @@ fn dev_sample(args: SampleArgs, device: &Device) -> Result<()> {
     }
     let tensors = HashMap::from([("latents".to_string(), result.latents.clone())]);
     hsa_pipeline::io::save_tensors(&out, &tensors)?;
-    if let Some(path) = &stats_path {
-        let json = progress::stats_json(&result.stats)?;
-        hsa_pipeline::io::write_bytes_atomic(path, json.as_bytes())?;
-    }
-    if let Some(path) = &group_map {
-        let map = result.stats.group_map.as_ref().with_context(|| {
-            format!(
-                "--group-map needs a token-level sampler (hsa or ras), not {}",
-                sampler.sampler
-            )
-        })?;
-        hsa_pipeline::group_map::write_png(map, path)?;
-    }
+    reports.write(&result.stats, &sampler.sampler)?;
     println!("{}", progress::summary(&result.stats));
     Ok(())
 }

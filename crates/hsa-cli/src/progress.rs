@@ -1,5 +1,9 @@
-//! Progress bars and the one-line run summary.
+//! Progress bars, the one-line run summary and the reports a sampling run may write.
 
+use std::fmt::Display;
+use std::path::PathBuf;
+
+use anyhow::Context;
 use hsa_core::{RunStats, StepEvent};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -63,4 +67,33 @@ pub fn stats_json(stats: &RunStats) -> anyhow::Result<String> {
         );
     }
     Ok(serde_json::to_string_pretty(&v)?)
+}
+
+/// `--stats` and `--group-map`: what a sampling command may write about its run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunReports {
+    /// Write run statistics as JSON (per-step sigma, active fraction, wall time; NFE,
+    /// token-step fraction, runtime, peak memory, group map).
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+    /// Write the per-token step budget as a PNG heat map (hsa and ras runs).
+    #[arg(long)]
+    pub group_map: Option<PathBuf>,
+}
+
+impl RunReports {
+    /// Writes the requested reports. A group map asked of a sampler that has none (it is not
+    /// token-level) is an error naming the sampler.
+    pub fn write(&self, stats: &RunStats, sampler: impl Display) -> anyhow::Result<()> {
+        if let Some(path) = &self.stats {
+            hsa_pipeline::io::write_bytes_atomic(path, stats_json(stats)?.as_bytes())?;
+        }
+        if let Some(path) = &self.group_map {
+            let map = stats.group_map.as_ref().with_context(|| {
+                format!("--group-map needs a token-level sampler (hsa or ras), not {sampler}")
+            })?;
+            hsa_pipeline::group_map::write_png(map, path)?;
+        }
+        Ok(())
+    }
 }

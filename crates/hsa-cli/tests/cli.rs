@@ -257,6 +257,16 @@ fn dev_sample_runs_every_sampler_and_fm_matches_diffusers() {
     assert!(json["steps"][0]["sigma"].as_f64().unwrap() > 0.99);
     assert!(std::fs::read(&map).unwrap().starts_with(b"\x89PNG"));
 
+    // A group map exists only for token-level samplers; asking FM for one names the problem.
+    let fm_map = tmp.path().join("fm_map.png");
+    let r = run(&["--sampler", "fm", "--group-map", &s(&fm_map)], &fm);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("needs a token-level sampler") && err.contains("fm"),
+        "{err}"
+    );
+    assert!(!fm_map.exists());
+
     for extra in [
         vec!["--sampler", "ras", "--budget", "0.6"],
         vec!["--sampler", "teacache", "--teacache-threshold", "100"],
