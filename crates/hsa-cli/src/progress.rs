@@ -58,7 +58,7 @@ pub fn summary(stats: &RunStats) -> String {
 }
 
 /// Run statistics as JSON, with the process's peak memory added.
-pub fn stats_json(stats: &RunStats) -> anyhow::Result<String> {
+fn stats_json(stats: &RunStats) -> anyhow::Result<String> {
     let mut v = serde_json::to_value(stats)?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert(
@@ -75,10 +75,10 @@ pub struct RunReports {
     /// Write run statistics as JSON (per-step sigma, active fraction, wall time; NFE,
     /// token-step fraction, runtime, peak memory, group map).
     #[arg(long)]
-    pub stats: Option<PathBuf>,
+    stats: Option<PathBuf>,
     /// Write the per-token step budget as a PNG heat map (hsa and ras runs).
     #[arg(long)]
-    pub group_map: Option<PathBuf>,
+    group_map: Option<PathBuf>,
 }
 
 impl RunReports {
