@@ -7,7 +7,9 @@ use candle_core::Device;
 use hsa_core::ScheduleKind;
 use hsa_pipeline::generate::{generate, GenerateRequest};
 use hsa_pipeline::sampling::SamplerOptions;
-use hsa_shapes::{caption, check, sample_eval, sample_train, Clip, SceneSpec};
+use hsa_shapes::{
+    caption, check, sample_eval, sample_train, Clip, Motion, ObjectReport, SceneSpec,
+};
 
 use crate::{EvalError, Result};
 
@@ -86,6 +88,46 @@ pub struct ClipScore {
     pub direction: f32,
     pub shape: Option<f32>,
     pub motion_energy: f32,
+    /// What the checker read for each object of the caption, in caption order.
+    pub objects: Vec<ObjectVerdict>,
+}
+
+/// The checker's reading of one captioned object: what was asked and what was seen, so a
+/// report shows which motion or shape a model produces instead (a confusion table).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectVerdict {
+    pub colour: &'static str,
+    /// Frames in which the colour was found.
+    pub found_frames: usize,
+    /// The blob's centroid per frame (pixels, screen space, to 0.1 px), `None` where not
+    /// found: shows whether a misread motion is a real reversal or a jittering track.
+    pub track: Vec<Option<[f32; 2]>>,
+    /// Caption words of the motion ("moving up left").
+    pub expected_motion: String,
+    /// `None` when the object was found in too few frames to read a motion.
+    pub detected_motion: Option<String>,
+    pub expected_shape: &'static str,
+    /// `None` when the object was found in too few frames.
+    pub detected_shape: Option<&'static str>,
+}
+
+impl ObjectVerdict {
+    fn new(o: &ObjectReport) -> Self {
+        let words = |m: Motion| m.words().join(" ");
+        Self {
+            colour: o.colour.name(),
+            found_frames: o.found_frames,
+            track: o
+                .centroids
+                .iter()
+                .map(|c| c.map(|(x, y)| [(x * 10.0).round() / 10.0, (y * 10.0).round() / 10.0]))
+                .collect(),
+            expected_motion: words(o.expected_motion),
+            detected_motion: o.detected_motion.map(words),
+            expected_shape: o.expected_shape.name(),
+            detected_shape: o.detected_shape.map(|s| s.name()),
+        }
+    }
 }
 
 /// The evaluation's result.
@@ -139,6 +181,7 @@ pub fn evaluate_checker(
             direction: r.direction_score,
             shape: r.shape_score,
             motion_energy: r.motion_energy,
+            objects: r.objects.iter().map(ObjectVerdict::new).collect(),
         });
         progress(i + 1);
     }
