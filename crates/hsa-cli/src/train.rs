@@ -69,6 +69,10 @@ pub struct ShapesArgs {
     /// DiT then has to learn to read it.
     #[arg(long, requires = "init_from")]
     pub new_text_encoder: bool,
+    /// Extra loss weight of pixels that change over the clip (moving objects): they weigh up
+    /// to 1 + this, static pixels 1. 0 is plain MSE.
+    #[arg(long, default_value_t = 0.0)]
+    pub motion_weight: f64,
 }
 
 impl ShapesArgs {
@@ -91,6 +95,7 @@ impl ShapesArgs {
             adaln_zero: self.adaln_zero,
             init_from: self.init_from.clone(),
             new_text_encoder: self.new_text_encoder,
+            motion_weight: self.motion_weight,
             ..Default::default()
         }
     }

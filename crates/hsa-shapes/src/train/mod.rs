@@ -95,6 +95,10 @@ pub struct TrainConfig {
     /// with the text stack the init folder's DiT was trained on.
     #[serde(default)]
     pub new_text_encoder: bool,
+    /// Extra loss weight of pixels that change over the clip (moving objects), see
+    /// [`data::motion_weights`]; 0 is plain MSE, as every run before it trained.
+    #[serde(default)]
+    pub motion_weight: f64,
 }
 
 impl Default for TrainConfig {
@@ -122,6 +126,7 @@ impl Default for TrainConfig {
             adaln_zero: true,
             init_from: None,
             new_text_encoder: false,
+            motion_weight: 0.0,
         }
     }
 }
@@ -177,6 +182,12 @@ impl TrainConfig {
         }
         if self.batch == 0 || self.steps == 0 {
             return bad("batch and steps must be positive".into());
+        }
+        if !(self.motion_weight >= 0.0 && self.motion_weight.is_finite()) {
+            return bad(format!(
+                "motion weight {} must be a finite number >= 0",
+                self.motion_weight
+            ));
         }
         self.dit_config().validate().map_err(TrainError::Invalid)
     }
@@ -426,7 +437,15 @@ pub fn training_loss(
     let eps = Tensor::from_slice(&draw.eps, shape, device)?;
     let ctx = text.embed_batch(&draw.prompts)?;
     let sigmas = Tensor::from_slice(&draw.sigmas, cfg.batch, device)?;
-    flow_matching_loss(model, &x0, &eps, &sigmas, &ctx)
+    if draw.weights.is_empty() {
+        return flow_matching_loss(model, &x0, &eps, &sigmas, &ctx);
+    }
+    let weights = Tensor::from_slice(
+        &draw.weights,
+        (cfg.batch, 1, cfg.frames, cfg.height, cfg.width),
+        device,
+    )?;
+    weighted_flow_matching_loss(model, &x0, &eps, &sigmas, &ctx, &weights)
 }
 
 /// Wan's flow-matching objective: `mean((v − (ε − x₀))²)` where `v` is the model's velocity
@@ -439,10 +458,37 @@ pub fn flow_matching_loss(
     sigmas: &Tensor,
     ctx: &Tensor,
 ) -> Result<Tensor> {
+    Ok(velocity_error(model, x0, eps, sigmas, ctx)?.mean_all()?)
+}
+
+/// The flow-matching objective as a weighted mean: `Σ w·(v − (ε − x₀))² / Σ w`, with
+/// `weights` `[B, 1, F, H, W]` shared by the three channels. Equal weights give
+/// [`flow_matching_loss`].
+pub fn weighted_flow_matching_loss(
+    model: &WanModel,
+    x0: &Tensor,
+    eps: &Tensor,
+    sigmas: &Tensor,
+    ctx: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
+    let err = velocity_error(model, x0, eps, sigmas, ctx)?;
+    let total = (weights.sum_all()? * err.dim(1)? as f64)?;
+    Ok(err.broadcast_mul(weights)?.sum_all()?.broadcast_div(&total)?)
+}
+
+/// `(v − (ε − x₀))²` per value, `[B, C, F, H, W]`.
+fn velocity_error(
+    model: &WanModel,
+    x0: &Tensor,
+    eps: &Tensor,
+    sigmas: &Tensor,
+    ctx: &Tensor,
+) -> Result<Tensor> {
     let s = sigmas.reshape((sigmas.elem_count(), 1, 1, 1, 1))?;
     let xt = (x0.broadcast_mul(&(1.0 - &s)?)? + eps.broadcast_mul(&s)?)?;
     let v = model.forward(&xt, &(sigmas * 1000.0)?, ctx, None, None)?;
-    Ok((v - (eps - x0)?)?.sqr()?.mean_all()?)
+    Ok((v - (eps - x0)?)?.sqr()?)
 }
 
 #[cfg(test)]
@@ -470,6 +516,43 @@ mod tests {
             checkpoint_every: 2,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_weighted_loss_is_a_weighted_mean_of_the_squared_velocity_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tiny();
+        write_text_stack(dir.path(), 0).unwrap();
+        let text = TextStack::load(dir.path(), cfg.text_len, &Device::Cpu).unwrap();
+        let (names, vars) = initial_weights(&cfg, &Device::Cpu).unwrap();
+        let model = model_over(&cfg, &names, &vars).unwrap();
+        let draw = draw_batch(&cfg, 0, 1);
+        let dims = (cfg.batch, 3, cfg.frames, cfg.height, cfg.width);
+        let x0 = Tensor::from_slice(&draw.x0, dims, &Device::Cpu).unwrap();
+        let eps = Tensor::from_slice(&draw.eps, dims, &Device::Cpu).unwrap();
+        let sig = Tensor::from_slice(&draw.sigmas, cfg.batch, &Device::Cpu).unwrap();
+        let ctx = text.embed_batch(&draw.prompts).unwrap();
+        let wdims = (cfg.batch, 1, cfg.frames, cfg.height, cfg.width);
+        let scalar = |t: Tensor| t.to_scalar::<f32>().unwrap();
+        // Equal weights (of any size) give the plain mean.
+        let equal = Tensor::full(2.5f32, wdims, &Device::Cpu).unwrap();
+        let plain = scalar(flow_matching_loss(&model, &x0, &eps, &sig, &ctx).unwrap());
+        let weighted =
+            scalar(weighted_flow_matching_loss(&model, &x0, &eps, &sig, &ctx, &equal).unwrap());
+        assert!((plain - weighted).abs() <= 1e-6 * plain, "{plain} vs {weighted}");
+        // Weight only on the first frame: the mean error of that frame alone.
+        let first = Tensor::ones(wdims, DType::F32, &Device::Cpu)
+            .unwrap()
+            .narrow(2, 0, 1)
+            .unwrap()
+            .pad_with_zeros(2, 0, cfg.frames - 1)
+            .unwrap();
+        let err = velocity_error(&model, &x0, &eps, &sig, &ctx).unwrap();
+        let want = scalar(err.narrow(2, 0, 1).unwrap().mean_all().unwrap());
+        let got =
+            scalar(weighted_flow_matching_loss(&model, &x0, &eps, &sig, &ctx, &first).unwrap());
+        assert!((want - got).abs() <= 1e-5 * want, "{want} vs {got}");
+        assert!((want - plain).abs() > 1e-3 * plain, "frames differ");
     }
 
     #[test]
