@@ -474,7 +474,10 @@ pub fn weighted_flow_matching_loss(
 ) -> Result<Tensor> {
     let err = velocity_error(model, x0, eps, sigmas, ctx)?;
     let total = (weights.sum_all()? * err.dim(1)? as f64)?;
-    Ok(err.broadcast_mul(weights)?.sum_all()?.broadcast_div(&total)?)
+    Ok(err
+        .broadcast_mul(weights)?
+        .sum_all()?
+        .broadcast_div(&total)?)
 }
 
 /// `(v − (ε − x₀))²` per value, `[B, C, F, H, W]`.
@@ -539,7 +542,10 @@ mod tests {
         let plain = scalar(flow_matching_loss(&model, &x0, &eps, &sig, &ctx).unwrap());
         let weighted =
             scalar(weighted_flow_matching_loss(&model, &x0, &eps, &sig, &ctx, &equal).unwrap());
-        assert!((plain - weighted).abs() <= 1e-6 * plain, "{plain} vs {weighted}");
+        assert!(
+            (plain - weighted).abs() <= 1e-6 * plain,
+            "{plain} vs {weighted}"
+        );
         // Weight only on the first frame: the mean error of that frame alone.
         let first = Tensor::ones(wdims, DType::F32, &Device::Cpu)
             .unwrap()
