@@ -402,6 +402,7 @@ fn dev_sample(args: SampleArgs, device: &Device) -> Result<()> {
         reports,
         dtype,
     } = args;
+    reports.check(&sampler.sampler)?;
     let request = hsa_pipeline::dev::SampleRequest {
         model_dir: model,
         inputs,

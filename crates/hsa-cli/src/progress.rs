@@ -82,18 +82,33 @@ pub struct RunReports {
 }
 
 impl RunReports {
-    /// Writes the requested reports. A group map asked of a sampler that has none (it is not
-    /// token-level) is an error naming the sampler.
+    /// Refuses, before any work, a group map asked of a sampler that has none (one that is
+    /// not token-level), so no video is written by a command that then fails.
+    pub fn check(&self, sampler: &str) -> anyhow::Result<()> {
+        if self.group_map.is_some() && !hsa_pipeline::sampling::is_token_level(sampler) {
+            anyhow::bail!(no_group_map(sampler));
+        }
+        Ok(())
+    }
+
+    /// Writes the requested reports. A group map asked of a sampler that has none is an
+    /// error naming the sampler (where [`RunReports::check`] could not tell beforehand: the
+    /// sampler was the model's default).
     pub fn write(&self, stats: &RunStats, sampler: impl Display) -> anyhow::Result<()> {
         if let Some(path) = &self.stats {
             hsa_pipeline::io::write_bytes_atomic(path, stats_json(stats)?.as_bytes())?;
         }
         if let Some(path) = &self.group_map {
-            let map = stats.group_map.as_ref().with_context(|| {
-                format!("--group-map needs a token-level sampler (hsa or ras), not {sampler}")
-            })?;
+            let map = stats
+                .group_map
+                .as_ref()
+                .with_context(|| no_group_map(sampler))?;
             hsa_pipeline::group_map::write_png(map, path)?;
         }
         Ok(())
     }
+}
+
+fn no_group_map(sampler: impl Display) -> String {
+    format!("--group-map needs a token-level sampler (hsa or ras), not {sampler}")
 }

@@ -257,15 +257,19 @@ fn dev_sample_runs_every_sampler_and_fm_matches_diffusers() {
     assert!(json["steps"][0]["sigma"].as_f64().unwrap() > 0.99);
     assert!(std::fs::read(&map).unwrap().starts_with(b"\x89PNG"));
 
-    // A group map exists only for token-level samplers; asking FM for one names the problem.
-    let fm_map = tmp.path().join("fm_map.png");
-    let r = run(&["--sampler", "fm", "--group-map", &s(&fm_map)], &fm);
+    // A group map exists only for token-level samplers; asking FM for one names the problem
+    // before any work, so no latents are written.
+    let (fm_map, refused) = (
+        tmp.path().join("fm_map.png"),
+        tmp.path().join("refused.safetensors"),
+    );
+    let r = run(&["--sampler", "fm", "--group-map", &s(&fm_map)], &refused);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
         !r.status.success() && err.contains("needs a token-level sampler") && err.contains("fm"),
         "{err}"
     );
-    assert!(!fm_map.exists());
+    assert!(!fm_map.exists() && !refused.exists());
 
     for extra in [
         vec!["--sampler", "ras", "--budget", "0.6"],
@@ -394,12 +398,18 @@ fn generate_with_the_bundled_model_is_deterministic() {
     assert_ne!(frame(&a), frame(&c), "different seeds, same frames");
 
     // Bad requests: clear error, no output.
+    let map = tmp.path().join("map.png");
+    let map = map.to_str().unwrap();
     for (extra, needle) in [
         (vec!["--size", "30x32"], "multiples of 4"),
         (vec!["--sampler", "hsa"], "--budget"),
         (
             vec!["--prompt-file", "/nonexistent/prompt.txt"],
             "prompt file",
+        ),
+        (
+            vec!["--sampler", "fm", "--group-map", map],
+            "needs a token-level sampler",
         ),
     ] {
         let out = tmp.path().join("bad.mp4");

@@ -508,7 +508,7 @@ impl ModelFolder {
             dit_bytes: Self::dit_dtype(dtype).size_in_bytes(),
             tokens: grid.len(),
             branches: if s.guidance.uses_uncond() { 2 } else { 1 },
-            kv_cache: matches!(sampler, "hsa" | "ras"),
+            kv_cache: crate::sampling::is_token_level(sampler),
             text: &text,
             text_bytes: Self::text_dtype(dtype).size_in_bytes(),
             text_len: self.defaults.text_len,

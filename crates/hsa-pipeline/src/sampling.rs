@@ -51,6 +51,12 @@ impl SamplerSpec {
     }
 }
 
+/// Whether the sampler named `sampler` works per token (keeps a K/V cache of the tokens it
+/// skips and has a per-token step budget to map): hsa and ras.
+pub fn is_token_level(sampler: &str) -> bool {
+    matches!(sampler, "hsa" | "ras")
+}
+
 /// Sampler knobs as the command line gives them.
 #[derive(Debug, Clone, Default)]
 pub struct SamplerOptions {
