@@ -214,4 +214,33 @@ mod tests {
         assert_eq!(CaptionSplit::HeldOut.scene(3), sample_eval(3));
         assert!("validation".parse::<CaptionSplit>().is_err());
     }
+
+    #[test]
+    fn verdicts_name_what_was_asked_and_what_was_seen() {
+        let cfg = hsa_shapes::ClipConfig::new(32, 32, 9);
+        let spec = sample_eval(3);
+        let text = caption(&spec);
+        let report = check(&hsa_shapes::render(&spec, &cfg, 7), &text).unwrap();
+        let verdicts: Vec<ObjectVerdict> = report.objects.iter().map(ObjectVerdict::new).collect();
+        assert_eq!(verdicts.len(), spec.objects.len());
+        for (v, o) in verdicts.iter().zip(&spec.objects) {
+            // The caption's own words, as the caption spells them.
+            let motion = o.motion.words().join(" ");
+            assert!(text.contains(&format!("{} {} {motion}", o.colour.name(), o.shape.name())));
+            assert_eq!(
+                (v.colour, v.expected_shape),
+                (o.colour.name(), o.shape.name())
+            );
+            assert_eq!(v.expected_motion, motion);
+            assert_eq!(v.track.len(), 9);
+            assert_eq!(v.track.iter().flatten().count(), v.found_frames);
+        }
+        // A clean generator clip: the checker reads what the caption asks.
+        let seen: Vec<_> = verdicts.iter().map(|v| v.detected_motion.clone()).collect();
+        let asked: Vec<_> = verdicts
+            .iter()
+            .map(|v| Some(v.expected_motion.clone()))
+            .collect();
+        assert_eq!(seen, asked);
+    }
 }
