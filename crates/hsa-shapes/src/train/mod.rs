@@ -521,12 +521,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_weighted_loss_is_a_weighted_mean_of_the_squared_velocity_error() {
+    /// [`tiny`] with a text stack written to a temporary folder (kept alive by the guard).
+    fn tiny_with_text() -> (TrainConfig, TextStack, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = tiny();
         write_text_stack(dir.path(), 0).unwrap();
         let text = TextStack::load(dir.path(), cfg.text_len, &Device::Cpu).unwrap();
+        (cfg, text, dir)
+    }
+
+    #[test]
+    fn the_weighted_loss_is_a_weighted_mean_of_the_squared_velocity_error() {
+        let (cfg, text, _dir) = tiny_with_text();
         let (names, vars) = initial_weights(&cfg, &Device::Cpu).unwrap();
         let model = model_over(&cfg, &names, &vars).unwrap();
         let draw = draw_batch(&cfg, 0, 1);
@@ -563,10 +569,7 @@ mod tests {
 
     #[test]
     fn every_parameter_receives_a_gradient() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = tiny();
-        write_text_stack(dir.path(), 0).unwrap();
-        let text = TextStack::load(dir.path(), cfg.text_len, &Device::Cpu).unwrap();
+        let (cfg, text, _dir) = tiny_with_text();
         // Every weight random (training zeroes some, whose inputs then get no gradient).
         let wcfg = cfg.dit_config();
         let (names, shapes): (Vec<String>, Vec<Vec<usize>>) =
