@@ -10,7 +10,9 @@
 //!   habit of training where shifted sampling spends its steps) learned the high-noise end but
 //!   left low-noise denoising far from converged within this CPU budget, and its samples stayed
 //!   noisy; the uniform half keeps every noise level in view;
-//! * target: the flow velocity `eps - x0` of `x_sigma = (1-sigma)·x0 + sigma·eps`; MSE;
+//! * target: the flow velocity `eps - x0` of `x_sigma = (1-sigma)·x0 + sigma·eps`; MSE, or
+//!   with `motion_weight > 0` a weighted mean that counts pixels which change over the clip
+//!   (moving objects) up to `1 + motion_weight` times ([`data::motion_weights`]);
 //! * 10% of captions are replaced by the empty prompt so classifier-free guidance works;
 //! * AdamW, linear warm-up then cosine decay to 10%, global-norm clipping at 1, an EMA of
 //!   the weights (the EMA is what ships);
