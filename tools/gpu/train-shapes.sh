@@ -5,6 +5,7 @@
 # Usage (on the GPU machine, with an `hsa` built by `cargo build --release -p hsa-cli --features cuda`):
 #   BIN=./hsa OUT=out BUDGET_S=420 tools/gpu/train-shapes.sh
 #   BIN=./hsa OUT=out STEPS=850 TRAIN_S=360 INIT_FROM=shapes-wan tools/gpu/train-shapes.sh   (continue an export)
+#   ... SHIFT=2 MOTION_WEIGHT=4 INIT_FROM=models/shapes-wan tools/gpu/train-shapes.sh     (the current recipe)
 # Short probe runs measure the seconds per update at batch BATCH and 2xBATCH; the larger batch is
 # taken when it costs less than 1.5x the time (the step is then bound by per-kernel overhead, and
 # the extra clips come almost free). The real run then gets as many updates as fit the budget, so
@@ -25,7 +26,12 @@ FRAMES=${FRAMES:-9}
 WORK=${WORK:-/tmp/shapes-run}
 DEVICE=${DEVICE:-cuda}
 PROBE=${PROBE:-24}
-ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$FRAMES" --size 32 --lr "$LR" --ema-decay "$EMA")
+# Noise shift and motion weight of the loss: the bundled model's segments 5-6 used SHIFT=2 and
+# (segment 6) MOTION_WEIGHT=4; the defaults are segments 1-2's.
+SHIFT=${SHIFT:-1}
+MOTION_WEIGHT=${MOTION_WEIGHT:-0}
+ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$FRAMES" --size 32 --lr "$LR" --ema-decay "$EMA"
+  --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT")
 mkdir -p "$OUT"
 
 # The CUDA libraries come from the machine's PyTorch wheels (cuBLAS, cuRAND, NVRTC, runtime) and
