@@ -125,11 +125,10 @@ pub fn generate(args: GenerateArgs, sampler_given: bool, device: &Device) -> Res
         }
         None => None,
     };
-    if sampler_given {
-        args.reports.check(&args.sampler.sampler)?;
-    }
     let mut sampler = args.sampler.options();
-    if !sampler_given {
+    if sampler_given {
+        args.reports.check(&sampler.sampler)?;
+    } else {
         sampler.sampler.clear(); // the model's default
     }
     let request = GenerateRequest {
