@@ -6,6 +6,7 @@
 #   BIN=./hsa OUT=out BUDGET_S=420 tools/gpu/train-shapes.sh
 #   BIN=./hsa OUT=out STEPS=850 TRAIN_S=360 INIT_FROM=shapes-wan tools/gpu/train-shapes.sh   (continue an export)
 #   ... SHIFT=2 MOTION_WEIGHT=4 INIT_FROM=models/shapes-wan tools/gpu/train-shapes.sh     (the current recipe)
+# One trainer per GPU: two at once (batch 64 and 128) ran out of an H100's 80 GB at their first update.
 # Short probe runs measure the seconds per update at batch BATCH and 2xBATCH; the larger batch is
 # taken when it costs less than 1.5x the time (the step is then bound by per-kernel overhead, and
 # the extra clips come almost free). The real run then gets as many updates as fit the budget, so
@@ -30,8 +31,10 @@ PROBE=${PROBE:-24}
 # (segment 6) MOTION_WEIGHT=4; the defaults are segments 1-2's.
 SHIFT=${SHIFT:-1}
 MOTION_WEIGHT=${MOTION_WEIGHT:-0}
+# Data seed: segments 1-2 used the default 0; each later segment its own.
+SEED=${SEED:-0}
 ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$FRAMES" --size 32 --lr "$LR" --ema-decay "$EMA"
-  --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT")
+  --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT" --seed "$SEED")
 mkdir -p "$OUT"
 
 # The CUDA libraries come from the machine's PyTorch wheels (cuBLAS, cuRAND, NVRTC, runtime) and
