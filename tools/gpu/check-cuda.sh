@@ -5,16 +5,13 @@
 # the GPU against PyTorch (diffusers) on the same GPU, the foundation config and a Wan2.1-1.3B
 # 480p-sized one.
 #
-# Usage (repository root on the GPU machine, `hsa` built with --features cuda):
-#   BIN=./hsa OUT=out tools/gpu/check-cuda.sh
+# Usage: tools/gpu/build-cuda.sh here (writes .gpu/hsa.gz), then in the repository root on the
+# GPU machine (device tool: carry [".gpu/hsa.gz"]):
+#   OUT=$OUT tools/gpu/check-cuda.sh
 set -uo pipefail
-BIN=${BIN:-./hsa}
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-libdirs=$(find /opt /usr/local /usr/lib /usr/lib64 \( -name libcublasLt.so.13 -o -name libcurand.so.10 \
-  -o -name libnvrtc.so.13 -o -name libcudart.so.13 -o -name libcuda.so.1 \) 2>/dev/null | xargs -r -n1 dirname | sort -u | paste -sd:)
-export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+source "$(dirname "$0")/env.sh"
 
 fx=tests/fixtures
 frames=/tmp/frames

@@ -3,23 +3,21 @@
 # after a session measured 0.41 s per update at batch 64 on an H200 (about 1% of the chip)
 # with no profile left to run.
 #
-# Usage (on the GPU machine, with an `hsa` built by `cargo build --release -p hsa-cli --features cuda`):
-#   BIN=./hsa OUT=out tools/gpu/profile-train.sh
+# Usage: tools/gpu/build-cuda.sh here (writes .gpu/hsa.gz), then on the GPU machine
+# (device tool: carry [".gpu/hsa.gz"]):
+#   OUT=$OUT tools/gpu/profile-train.sh
 # 1. Times STEPS updates without a profiler (seconds per update from loss.csv).
 # 2. Runs 2 updates under Nsight Compute, recording only each kernel's duration, and sums the
 #    durations per kernel name (tools/gpu/kernel_summary.py). If the kernels add up to far
 #    less than a step's wall time, the step is bound by the host (allocation, synchronisation,
 #    launches), not by a kernel. Nsight Systems is not installed on these machines; ncu is.
 set -euo pipefail
-BIN=${BIN:-./hsa}
 OUT=${OUT:-out}
 BATCH=${BATCH:-64}
 STEPS=${STEPS:-12}
 ARCH=(--dim "${DIM:-256}" --heads "${HEADS:-4}" --layers "${LAYERS:-6}" --ffn "${FFN:-1024}" --frames "${FRAMES:-9}" --size 32 --batch "$BATCH")
 mkdir -p "$OUT"
-libdirs=$(find /opt /usr/local /usr/lib /usr/lib64 \( -name libcublasLt.so.13 -o -name libcurand.so.10 \
-  -o -name libnvrtc.so.13 -o -name libcudart.so.13 -o -name libcuda.so.1 \) 2>/dev/null | xargs -r -n1 dirname | sort -u | paste -sd:)
-export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}"
+source "$(dirname "$0")/env.sh"
 
 rm -rf /tmp/profile-plain
 "$BIN" train shapes --work /tmp/profile-plain --steps "$STEPS" --checkpoint-every 100000 --device cuda "${ARCH[@]}" >/dev/null

@@ -2,18 +2,23 @@
 # Trains the bundled moving-shapes model (models/shapes-wan) on one CUDA GPU within a wall-time
 # budget, with the same trainer as `hsa train shapes` on a CPU. Not run by CI.
 #
-# Usage (on the GPU machine, with an `hsa` built by `cargo build --release -p hsa-cli --features cuda`):
-#   BIN=./hsa OUT=out BUDGET_S=420 tools/gpu/train-shapes.sh
-#   BIN=./hsa OUT=out STEPS=850 TRAIN_S=360 INIT_FROM=shapes-wan tools/gpu/train-shapes.sh   (continue an export)
-#   ... SHIFT=2 MOTION_WEIGHT=4 INIT_FROM=models/shapes-wan tools/gpu/train-shapes.sh     (the current recipe)
+# Usage: build and pack `hsa` here with tools/gpu/build-cuda.sh (writes .gpu/hsa.gz), then on
+# the GPU machine, repository root (device tool: carry [".gpu/hsa.gz"], timeout_s 600):
+#   OUT=$OUT BUDGET_S=420 tools/gpu/train-shapes.sh                                  (from scratch)
+#   OUT=$OUT SHIFT=2 MOTION_WEIGHT=4 EMA=0.995 LR=4e-4 SEED=10 INIT_FROM=models/shapes-wan \
+#       BUDGET_S=450 tools/gpu/train-shapes.sh                      (continue the bundled model)
+# A 15-minute lease fits one such call (start 1-2 min, probe, BUDGET_S of training, export and a
+# one-minute checker) with time to spare; the machine goes back 30 s after a call, so a second
+# call usually pays for a new start.
 # One trainer per GPU: two at once (batch 64 and 128) ran out of an H100's 80 GB at their first update.
-# Short probe runs measure the seconds per update at batch BATCH and 2xBATCH; the larger batch is
-# taken when it costs less than 1.5x the time (the step is then bound by per-kernel overhead, and
-# the extra clips come almost free). The real run then gets as many updates as fit the budget, so
-# its cosine learning-rate schedule completes. Writes to $OUT: the exported model folder as
-# shapes-wan.tar, loss.csv, train_config.json and probe.txt.
+# A short probe run measures the seconds per update at batch BATCH and, with PROBE_DOUBLE=1, at
+# 2xBATCH; the larger batch is taken when it costs less than 1.5x the time (the step is then
+# bound by per-kernel overhead, and the extra clips come almost free). On the shipped
+# architecture batch 128 cost 1.9x batch 64 on an H200, so the default probes BATCH alone. The
+# real run then gets as many updates as fit the budget, so its cosine learning-rate schedule
+# completes. Writes to $OUT: the exported model folder as shapes-wan.tar, loss.csv,
+# train_config.json, probe.txt and checker.json.
 set -euo pipefail
-BIN=${BIN:-./hsa}
 OUT=${OUT:-out}
 BUDGET_S=${BUDGET_S:-420}
 BATCH=${BATCH:-64}
@@ -37,14 +42,7 @@ ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$F
   --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT" --seed "$SEED")
 mkdir -p "$OUT"
 
-# The CUDA libraries come from the machine's PyTorch wheels (cuBLAS, cuRAND, NVRTC, runtime) and
-# its driver (libcuda.so.1).
-libdirs=$(find /opt /usr/local /usr/lib /usr/lib64 \( -name libcublasLt.so.13 -o -name libcurand.so.10 \
-  -o -name libnvrtc.so.13 -o -name libcudart.so.13 -o -name libcuda.so.1 \) 2>/dev/null | xargs -r -n1 dirname | sort -u | paste -sd:)
-export LD_LIBRARY_PATH="$libdirs:${LD_LIBRARY_PATH:-}"
-echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-ldd "$BIN" | grep -E "cuda|cublas|curand|nvrtc|not found" || true
+source "$(dirname "$0")/env.sh"
 
 # Seconds per update over the last two thirds of a probe run (the first updates include start-up).
 probe() {
@@ -58,17 +56,18 @@ if [ -n "${STEPS:-}" ]; then
   batch=$BATCH steps=$STEPS
 else
   small=$(probe "$BATCH")
-  large=$(probe $((2 * BATCH)))
+  if [ "${PROBE_DOUBLE:-0}" = 1 ]; then large=$(probe $((2 * BATCH))); else large=999; fi
   read -r batch per < <(awk -v s="$small" -v l="$large" -v b="$BATCH" 'BEGIN{ if (l < 1.5 * s) print 2*b, l; else print b, s }')
   steps=$(awk -v p="$per" -v b="$BUDGET_S" 'BEGIN{printf "%d", b/p}')
-  echo "probe: $small s per update at batch $BATCH, $large s at batch $((2 * BATCH)) -> batch $batch, $steps updates in $BUDGET_S s" | tee "$OUT/probe.txt"
+  echo "probe: $small s per update at batch $BATCH (at batch $((2 * BATCH)): ${large/#999/not probed}) -> batch $batch, $steps updates in $BUDGET_S s" | tee "$OUT/probe.txt"
 fi
 # INIT_FROM: a model folder (an earlier export) to start from, with a fresh optimiser.
 init=()
 [ -n "${INIT_FROM:-}" ] && init=(--init-from "$INIT_FROM")
-# The run is cut at TRAIN_S seconds if it must be (the device lease ends regardless); the last
-# checkpoint is exported then.
-timeout "${TRAIN_S:-100000}" "$BIN" train shapes --work "$WORK" --steps "$steps" --checkpoint-every "${CHECKPOINT_EVERY:-500}" \
+# The run is cut at TRAIN_S seconds (default: the budget and 90 s) if the probe misjudged it, so
+# the call ends before the lease does; the last checkpoint (every CHECKPOINT_EVERY updates) is
+# exported then.
+timeout "${TRAIN_S:-$((BUDGET_S + 90))}" "$BIN" train shapes --work "$WORK" --steps "$steps" --checkpoint-every "${CHECKPOINT_EVERY:-100}" \
   --device "$DEVICE" --batch "$batch" "${ARCH[@]}" "${init[@]}" || echo "training stopped early; exporting the last checkpoint"
 "$BIN" train export --work "$WORK" --out /tmp/shapes-wan
 tar -C /tmp -cf "$OUT/shapes-wan.tar" shapes-wan
