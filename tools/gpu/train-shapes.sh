@@ -32,8 +32,8 @@ FRAMES=${FRAMES:-9}
 WORK=${WORK:-/tmp/shapes-run}
 DEVICE=${DEVICE:-cuda}
 PROBE=${PROBE:-24}
-# Noise shift and motion weight of the loss: the bundled model's segments 5-6 used SHIFT=2 and
-# (segment 6) MOTION_WEIGHT=4; the defaults are segments 1-2's.
+# Noise shift and motion weight of the loss: the bundled model's segments 5-9 used SHIFT=2 and
+# segments 6-9 MOTION_WEIGHT=4; the defaults are segments 1-2's.
 SHIFT=${SHIFT:-1}
 MOTION_WEIGHT=${MOTION_WEIGHT:-0}
 # Data seed: segments 1-2 used the default 0; each later segment its own.
@@ -55,17 +55,21 @@ if [ -n "${STEPS:-}" ]; then
   # Known seconds per update: no probe.
   batch=$BATCH steps=$STEPS
 else
-  small=$(probe "$BATCH")
-  if [ "${PROBE_DOUBLE:-0}" = 1 ]; then large=$(probe $((2 * BATCH))); else large=999; fi
-  read -r batch per < <(awk -v s="$small" -v l="$large" -v b="$BATCH" 'BEGIN{ if (l < 1.5 * s) print 2*b, l; else print b, s }')
+  batch=$BATCH per=$(probe "$BATCH")
+  msg="probe: $per s per update at batch $BATCH"
+  if [ "${PROBE_DOUBLE:-0}" = 1 ]; then
+    large=$(probe $((2 * BATCH)))
+    msg="$msg, $large s at batch $((2 * BATCH))"
+    if awk -v s="$per" -v l="$large" 'BEGIN{ exit !(l < 1.5 * s) }'; then batch=$((2 * BATCH)) per=$large; fi
+  fi
   steps=$(awk -v p="$per" -v b="$BUDGET_S" 'BEGIN{printf "%d", b/p}')
-  echo "probe: $small s per update at batch $BATCH (at batch $((2 * BATCH)): ${large/#999/not probed}) -> batch $batch, $steps updates in $BUDGET_S s" | tee "$OUT/probe.txt"
+  echo "$msg -> batch $batch, $steps updates in $BUDGET_S s" | tee "$OUT/probe.txt"
 fi
 # INIT_FROM: a model folder (an earlier export) to start from, with a fresh optimiser.
 init=()
 [ -n "${INIT_FROM:-}" ] && init=(--init-from "$INIT_FROM")
-# The run is cut at TRAIN_S seconds (default: the budget and 90 s) if the probe misjudged it, so
-# the call ends before the lease does; the last checkpoint (every CHECKPOINT_EVERY updates) is
+# The run is cut at TRAIN_S seconds (default: BUDGET_S + 90, also when STEPS is given) if it
+# runs long, so the call ends before the lease does; the last checkpoint (every CHECKPOINT_EVERY updates) is
 # exported then.
 timeout "${TRAIN_S:-$((BUDGET_S + 90))}" "$BIN" train shapes --work "$WORK" --steps "$steps" --checkpoint-every "${CHECKPOINT_EVERY:-100}" \
   --device "$DEVICE" --batch "$batch" "${ARCH[@]}" "${init[@]}" || echo "training stopped early; exporting the last checkpoint"
