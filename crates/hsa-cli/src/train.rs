@@ -73,6 +73,11 @@ pub struct ShapesArgs {
     /// to 1 + this, static pixels 1. 0 is plain MSE.
     #[arg(long, default_value_t = 0.0)]
     pub motion_weight: f64,
+    /// Also train a motion head that predicts every pixel's displacement from the DiT's last
+    /// hidden state, with this weight beside the velocity loss (VideoJAM-style; the head is
+    /// dropped at export). 0 trains no head.
+    #[arg(long, default_value_t = 0.0)]
+    pub displacement_weight: f64,
 }
 
 impl ShapesArgs {
@@ -96,6 +101,7 @@ impl ShapesArgs {
             init_from: self.init_from.clone(),
             new_text_encoder: self.new_text_encoder,
             motion_weight: self.motion_weight,
+            displacement_weight: self.displacement_weight,
             ..Default::default()
         }
     }
@@ -116,10 +122,16 @@ pub fn train(command: TrainCommand, device: &candle_core::Device) -> Result<()> 
             let summary = train(&cfg, &work, device, &mut |p| {
                 use std::io::Write;
                 bar.set_position(p.step as u64);
-                bar.set_message(format!("training, loss {:.4}", p.loss));
+                // loss.csv: step, velocity loss, gradient norm, learning rate, seconds, and the
+                // motion head's loss where the run trains one.
+                let (shown, column) = match p.displacement_loss {
+                    Some(d) => (format!(", displacement {d:.4}"), format!(",{d:.6}")),
+                    None => (String::new(), String::new()),
+                };
+                bar.set_message(format!("training, loss {:.4}{shown}", p.loss));
                 let _ = writeln!(
                     log,
-                    "{},{:.6},{:.4},{:.3e},{:.1}",
+                    "{},{:.6},{:.4},{:.3e},{:.1}{column}",
                     p.step, p.loss, p.grad_norm, p.lr, p.seconds
                 );
             })?;

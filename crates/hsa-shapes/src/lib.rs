@@ -14,11 +14,13 @@
 //! * [`caption`](mod@caption): the caption grammar, printer, parser and vocabulary;
 //! * [`render`](mod@render): nuisance parameters ([`Layout`]) and the renderer;
 //! * [`check`](mod@check): the checker and [`motion_energy`];
-//! * [`clip`]: the [`Clip`] container (`[3, F, H, W]`, values in [-1, 1]).
+//! * [`clip`]: the [`Clip`] container (`[3, F, H, W]`, values in [-1, 1]);
+//! * [`displacement`]: the exact per-pixel motion of a layout (the motion head's target).
 
 pub mod caption;
 pub mod check;
 pub mod clip;
+pub mod displacement;
 pub mod png;
 pub mod render;
 pub mod rng;
@@ -28,6 +30,7 @@ pub mod train;
 pub use caption::{caption, parse_caption, tokenize, vocabulary};
 pub use check::{check, check_spec, motion_energy, CheckReport, CheckerParams, ObjectReport};
 pub use clip::Clip;
+pub use displacement::displacement_field;
 pub use render::{layout, render, render_layout, ClipConfig, Layout};
 pub use scene::{
     is_held_out, is_held_out_triple, sample_eval, sample_scene, sample_train, Axis, Background,

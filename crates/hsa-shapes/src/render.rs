@@ -492,6 +492,33 @@ pub fn layout(spec: &SceneSpec, cfg: &ClipConfig, seed: u64) -> Layout {
     }
 }
 
+/// Calls `paint(y·w + x, coverage)` for every pixel of a `w` x `h` frame that object `o`
+/// covers in frame `t` (coverage in (0, 1], one-pixel anti-aliasing from its signed
+/// distance). Objects are composited in order, each over what is already there.
+pub(crate) fn for_each_covered(
+    o: &ObjectLayout,
+    t: usize,
+    w: usize,
+    h: usize,
+    mut paint: impl FnMut(usize, f32),
+) {
+    let (ox, oy) = o.track[t];
+    let r = o.half_extent;
+    let x0 = ((ox - r - 1.0).floor().max(0.0)) as usize;
+    let x1 = ((ox + r + 1.0).ceil().max(0.0) as usize).min(w);
+    let y0 = ((oy - r - 1.0).floor().max(0.0)) as usize;
+    let y1 = ((oy + r + 1.0).ceil().max(0.0) as usize).min(h);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let sd = shape_sd(o.shape, x as f32 + 0.5 - ox, y as f32 + 0.5 - oy, r);
+            let a = (0.5 - sd).clamp(0.0, 1.0);
+            if a > 0.0 {
+                paint(y * w + x, a);
+            }
+        }
+    }
+}
+
 /// Draws a layout.
 pub fn render_layout(layout: &Layout, cfg: &ClipConfig) -> Clip {
     let (w, h) = (cfg.width, cfg.height);
@@ -507,24 +534,11 @@ pub fn render_layout(layout: &Layout, cfg: &ClipConfig) -> Clip {
             }
         }
         for o in &layout.objects {
-            let (ox, oy) = o.track[t];
-            let r = o.half_extent;
-            let x0 = ((ox - r - 1.0).floor().max(0.0)) as usize;
-            let x1 = ((ox + r + 1.0).ceil().max(0.0) as usize).min(w);
-            let y0 = ((oy - r - 1.0).floor().max(0.0)) as usize;
-            let y1 = ((oy + r + 1.0).ceil().max(0.0) as usize).min(h);
-            for y in y0..y1 {
-                for x in x0..x1 {
-                    let sd = shape_sd(o.shape, x as f32 + 0.5 - ox, y as f32 + 0.5 - oy, r);
-                    let a = (0.5 - sd).clamp(0.0, 1.0);
-                    if a > 0.0 {
-                        let px = &mut frame[y * w + x];
-                        for (p, &v) in px.iter_mut().zip(&o.rgb) {
-                            *p += (v - *p) * a;
-                        }
-                    }
+            for_each_covered(o, t, w, h, |i, a| {
+                for (p, &v) in frame[i].iter_mut().zip(&o.rgb) {
+                    *p += (v - *p) * a;
                 }
-            }
+            });
         }
         for y in 0..h {
             for x in 0..w {

@@ -1,8 +1,8 @@
 //! The training batches: generator clips, noise, noise levels and caption dropout, drawn on
 //! the CPU from the run's seed and the step alone.
 
-use crate::generate_train;
 use crate::rng::Rng;
+use crate::{caption, displacement_field, layout, render_layout, sample_train};
 
 use super::TrainConfig;
 
@@ -20,6 +20,9 @@ pub struct BatchDraw {
     /// Per-pixel loss weights `[B, 1, F, H, W]` ([`motion_weights`]), empty when the run's
     /// `motion_weight` is 0 (plain MSE).
     pub weights: Vec<f32>,
+    /// Per-pixel displacement `[B, 2, F, H, W]` ([`displacement_field`]), the motion head's
+    /// target; empty when the run's `displacement_weight` is 0.
+    pub displacement: Vec<f32>,
 }
 
 /// Draws update `step`'s batch. Sample `i` is generator clip `mix(seed, step·B + i)` with its
@@ -28,10 +31,17 @@ pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
     let clip_cfg = cfg.clip();
     let per = 3 * cfg.frames * cfg.height * cfg.width;
     let sample = |i: usize| {
+        // What `generate_train(seed)` gives, with the layout kept for the displacement field.
         let seed = crate::rng::mix(cfg.seed, (step * cfg.batch + i) as u64);
-        let ex = generate_train(seed, &clip_cfg);
+        let spec = sample_train(seed);
+        let lay = layout(&spec, &clip_cfg, seed);
+        let clip = render_layout(&lay, &clip_cfg).into_data();
+        let displacement = match cfg.displacement_weight > 0.0 {
+            true => displacement_field(&lay, &clip_cfg),
+            false => Vec::new(),
+        };
         let eps = hsa_models::wan::init::normal(per, 1.0, seed, "noise");
-        (ex.clip.into_data(), eps, ex.caption)
+        (clip, eps, caption(&spec), displacement)
     };
     let chunk = cfg.batch.div_ceil(threads.clamp(1, cfg.batch));
     let samples: Vec<_> = std::thread::scope(|scope| {
@@ -56,11 +66,13 @@ pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
         sigmas: Vec::with_capacity(cfg.batch),
         prompts: Vec::with_capacity(cfg.batch),
         weights: Vec::new(),
+        displacement: Vec::new(),
     };
     let mut rng = Rng::stream(cfg.seed, 1_000_000 + step as u64);
-    for (clip, eps, caption) in samples {
+    for (clip, eps, caption, displacement) in samples {
         draw.x0.extend_from_slice(&clip);
         draw.eps.extend_from_slice(&eps);
+        draw.displacement.extend_from_slice(&displacement);
         let u = if rng.chance(0.5) {
             rng.f32() as f64
         } else {
@@ -183,5 +195,41 @@ mod tests {
         let draw = draw_batch(&cfg, 0, 1);
         assert_eq!(draw.weights.len(), 2 * 3 * 8 * 8);
         assert!(draw.weights.iter().all(|&x| (1.0..=4.0).contains(&x)));
+    }
+
+    #[test]
+    fn displacement_targets_are_the_generator_clips_own_motion() {
+        let mut cfg = TrainConfig {
+            width: 16,
+            height: 16,
+            frames: 5,
+            batch: 3,
+            ..Default::default()
+        };
+        let plain = draw_batch(&cfg, 2, 2);
+        assert!(plain.displacement.is_empty());
+        cfg.displacement_weight = 1.0;
+        let draw = draw_batch(&cfg, 2, 2);
+        // The same clips, captions and noise as without the head.
+        assert_eq!(
+            (&plain.x0, &plain.eps, &plain.sigmas, &plain.prompts),
+            (&draw.x0, &draw.eps, &draw.sigmas, &draw.prompts)
+        );
+        let clip_cfg = cfg.clip();
+        let per = 2 * 5 * 16 * 16;
+        assert_eq!(draw.displacement.len(), 3 * per);
+        for i in 0..3 {
+            let seed = crate::rng::mix(cfg.seed, (2 * 3 + i) as u64);
+            let ex = crate::generate_train(seed, &clip_cfg);
+            assert_eq!(
+                &draw.x0[i * 3 * 5 * 256..(i + 1) * 3 * 5 * 256],
+                ex.clip.data()
+            );
+            let lay = layout(&ex.spec, &clip_cfg, seed);
+            assert_eq!(
+                &draw.displacement[i * per..(i + 1) * per],
+                displacement_field(&lay, &clip_cfg).as_slice()
+            );
+        }
     }
 }

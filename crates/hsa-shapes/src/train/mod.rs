@@ -13,6 +13,8 @@
 //! * target: the flow velocity `eps - x0` of `x_sigma = (1-sigma)·x0 + sigma·eps`; MSE, or
 //!   with `motion_weight > 0` a weighted mean that counts pixels which change over the clip
 //!   (moving objects) up to `1 + motion_weight` times ([`data::motion_weights`]);
+//! * with `displacement_weight > 0`, a training-only head on the last hidden state also
+//!   predicts every pixel's displacement ([`motion_head`]); export drops it;
 //! * 10% of captions are replaced by the empty prompt so classifier-free guidance works;
 //! * AdamW, linear warm-up then cosine decay to 10%, global-norm clipping at 1, an EMA of
 //!   the weights (the EMA is what ships);
@@ -20,6 +22,8 @@
 
 mod checkpoint;
 pub mod data;
+pub mod loss;
+pub mod motion_head;
 pub mod optim;
 pub mod plot;
 pub mod text_stack;
@@ -28,7 +32,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Var};
 use hsa_models::wan::dit::init_values;
 use hsa_models::wan::weights::expected_tensors;
 use hsa_models::wan::{WanConfig, WanModel};
@@ -37,6 +41,7 @@ use crate::ClipConfig;
 use checkpoint::Checkpoint;
 pub use checkpoint::{diffusers_config, export};
 pub use data::{draw_batch, BatchDraw};
+pub use loss::{flow_matching_loss, training_loss, weighted_flow_matching_loss, StepLoss};
 use optim::{AdamW, AdamWConfig, Ema};
 use text_stack::{write_text_stack, TextStack};
 
@@ -101,6 +106,10 @@ pub struct TrainConfig {
     /// [`data::motion_weights`]; 0 is plain MSE, as every run before it trained.
     #[serde(default)]
     pub motion_weight: f64,
+    /// Weight of the motion head's displacement loss beside the velocity loss
+    /// ([`motion_head`]); 0 trains no head, as every run before it did.
+    #[serde(default)]
+    pub displacement_weight: f64,
 }
 
 impl Default for TrainConfig {
@@ -129,6 +138,7 @@ impl Default for TrainConfig {
             init_from: None,
             new_text_encoder: false,
             motion_weight: 0.0,
+            displacement_weight: 0.0,
         }
     }
 }
@@ -185,11 +195,13 @@ impl TrainConfig {
         if self.batch == 0 || self.steps == 0 {
             return bad("batch and steps must be positive".into());
         }
-        if !(self.motion_weight >= 0.0 && self.motion_weight.is_finite()) {
-            return bad(format!(
-                "motion weight {} must be a finite number >= 0",
-                self.motion_weight
-            ));
+        for (what, w) in [
+            ("motion weight", self.motion_weight),
+            ("displacement weight", self.displacement_weight),
+        ] {
+            if !(w >= 0.0 && w.is_finite()) {
+                return bad(format!("{what} {w} must be a finite number >= 0"));
+            }
         }
         self.dit_config().validate().map_err(TrainError::Invalid)
     }
@@ -210,7 +222,10 @@ impl TrainConfig {
 pub struct TrainProgress {
     pub step: usize,
     pub steps: usize,
+    /// The flow-matching (velocity) loss, on the scale of every earlier run.
     pub loss: f64,
+    /// The motion head's displacement loss, where the run trains one.
+    pub displacement_loss: Option<f64>,
     pub grad_norm: f64,
     pub lr: f64,
     pub seconds: f64,
@@ -343,8 +358,14 @@ pub fn train(
         },
         false => cfg.clone(),
     };
-    let (names, vars) = initial_weights(&start_from, &device)?;
+    let (mut names, mut vars) = initial_weights(&start_from, &device)?;
     let model = model_over(cfg, &names, &vars)?;
+    // The motion head trains beside the DiT (and is checkpointed with it) but is not the DiT's.
+    let dit_vars = vars.len();
+    if cfg.displacement_weight > 0.0 {
+        names.extend(motion_head::NAMES.map(String::from));
+        vars.extend(motion_head::initial(cfg, &device)?);
+    }
     let mut opt = AdamW::new(cfg.adamw, &vars)?;
     let mut ema = Ema::new(cfg.ema_decay, &vars)?;
     let mut losses: Vec<f32> = if ckpt.exists() {
@@ -371,15 +392,20 @@ pub fn train(
             let draw = batches
                 .recv()
                 .map_err(|_| TrainError::Invalid("the batch drawing thread stopped".into()))?;
-            let loss = training_loss(&model, &text, cfg, &draw, &device)?;
-            let grads = loss.backward()?;
+            let loss = training_loss(&model, &vars[dit_vars..], &text, cfg, &draw, &device)?;
+            let grads = loss.total.backward()?;
             let lr = cfg.lr_at(step);
             let grad_norm = opt.update(&vars, &grads, lr)?;
             ema.update(&vars)?;
-            let loss_v = loss.to_scalar::<f32>()?;
-            if !loss_v.is_finite() {
+            let loss_v = loss.velocity.to_scalar::<f32>()?;
+            let displacement_loss = match &loss.displacement {
+                Some(d) => Some(d.to_scalar::<f32>()? as f64),
+                None => None,
+            };
+            let total = loss.total.to_scalar::<f32>()?;
+            if !total.is_finite() {
                 return Err(TrainError::Invalid(format!(
-                    "loss became {loss_v} at step {step}; lower --lr"
+                    "loss became {total} at step {step}; lower --lr"
                 )));
             }
             losses.push(loss_v);
@@ -387,6 +413,7 @@ pub fn train(
                 step: opt.step,
                 steps: cfg.steps,
                 loss: loss_v as f64,
+                displacement_loss,
                 grad_norm,
                 lr,
                 seconds: start.elapsed().as_secs_f64(),
@@ -426,85 +453,16 @@ fn copy_text_stack(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The flow-matching loss of one drawn batch.
-pub fn training_loss(
-    model: &WanModel,
-    text: &TextStack,
-    cfg: &TrainConfig,
-    draw: &BatchDraw,
-    device: &Device,
-) -> Result<Tensor> {
-    let shape = (cfg.batch, 3, cfg.frames, cfg.height, cfg.width);
-    let x0 = Tensor::from_slice(&draw.x0, shape, device)?;
-    let eps = Tensor::from_slice(&draw.eps, shape, device)?;
-    let ctx = text.embed_batch(&draw.prompts)?;
-    let sigmas = Tensor::from_slice(&draw.sigmas, cfg.batch, device)?;
-    if draw.weights.is_empty() {
-        return flow_matching_loss(model, &x0, &eps, &sigmas, &ctx);
-    }
-    let weights = Tensor::from_slice(
-        &draw.weights,
-        (cfg.batch, 1, cfg.frames, cfg.height, cfg.width),
-        device,
-    )?;
-    weighted_flow_matching_loss(model, &x0, &eps, &sigmas, &ctx, &weights)
-}
-
-/// Wan's flow-matching objective: `mean((v − (ε − x₀))²)` where `v` is the model's velocity
-/// at `x_σ = (1 − σ)·x₀ + σ·ε` and timestep `1000·σ`. `x0`, `eps` `[B, C, F, H, W]`,
-/// `sigmas` `[B]`, `ctx` the text encoder's output `[B, S, text_dim]`.
-pub fn flow_matching_loss(
-    model: &WanModel,
-    x0: &Tensor,
-    eps: &Tensor,
-    sigmas: &Tensor,
-    ctx: &Tensor,
-) -> Result<Tensor> {
-    Ok(velocity_error(model, x0, eps, sigmas, ctx)?.mean_all()?)
-}
-
-/// The flow-matching objective as a weighted mean: `Σ w·(v − (ε − x₀))² / Σ w`, with
-/// `weights` `[B, 1, F, H, W]` shared by the three channels. Equal weights give
-/// [`flow_matching_loss`].
-pub fn weighted_flow_matching_loss(
-    model: &WanModel,
-    x0: &Tensor,
-    eps: &Tensor,
-    sigmas: &Tensor,
-    ctx: &Tensor,
-    weights: &Tensor,
-) -> Result<Tensor> {
-    let err = velocity_error(model, x0, eps, sigmas, ctx)?;
-    let total = (weights.sum_all()? * err.dim(1)? as f64)?;
-    Ok(err
-        .broadcast_mul(weights)?
-        .sum_all()?
-        .broadcast_div(&total)?)
-}
-
-/// `(v − (ε − x₀))²` per value, `[B, C, F, H, W]`.
-fn velocity_error(
-    model: &WanModel,
-    x0: &Tensor,
-    eps: &Tensor,
-    sigmas: &Tensor,
-    ctx: &Tensor,
-) -> Result<Tensor> {
-    let s = sigmas.reshape((sigmas.elem_count(), 1, 1, 1, 1))?;
-    let xt = (x0.broadcast_mul(&(1.0 - &s)?)? + eps.broadcast_mul(&s)?)?;
-    let v = model.forward(&xt, &(sigmas * 1000.0)?, ctx, None, None)?;
-    Ok((v - (eps - x0)?)?.sqr()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Tensor;
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         hsa_models::nn::max_abs_diff(a, b).unwrap()
     }
 
-    fn tiny() -> TrainConfig {
+    pub(super) fn tiny() -> TrainConfig {
         TrainConfig {
             width: 8,
             height: 8,
@@ -524,85 +482,12 @@ mod tests {
     }
 
     /// [`tiny`] with a text stack written to a temporary folder (kept alive by the guard).
-    fn tiny_with_text() -> (TrainConfig, TextStack, tempfile::TempDir) {
+    pub(super) fn tiny_with_text() -> (TrainConfig, TextStack, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = tiny();
         write_text_stack(dir.path(), 0).unwrap();
         let text = TextStack::load(dir.path(), cfg.text_len, &Device::Cpu).unwrap();
         (cfg, text, dir)
-    }
-
-    #[test]
-    fn the_weighted_loss_is_a_weighted_mean_of_the_squared_velocity_error() {
-        let (cfg, text, _dir) = tiny_with_text();
-        let (names, vars) = initial_weights(&cfg, &Device::Cpu).unwrap();
-        let model = model_over(&cfg, &names, &vars).unwrap();
-        let draw = draw_batch(&cfg, 0, 1);
-        let dims = (cfg.batch, 3, cfg.frames, cfg.height, cfg.width);
-        let x0 = Tensor::from_slice(&draw.x0, dims, &Device::Cpu).unwrap();
-        let eps = Tensor::from_slice(&draw.eps, dims, &Device::Cpu).unwrap();
-        let sig = Tensor::from_slice(&draw.sigmas, cfg.batch, &Device::Cpu).unwrap();
-        let ctx = text.embed_batch(&draw.prompts).unwrap();
-        let wdims = (cfg.batch, 1, cfg.frames, cfg.height, cfg.width);
-        let scalar = |t: Tensor| t.to_scalar::<f32>().unwrap();
-        // Equal weights (of any size) give the plain mean.
-        let equal = Tensor::full(2.5f32, wdims, &Device::Cpu).unwrap();
-        let plain = scalar(flow_matching_loss(&model, &x0, &eps, &sig, &ctx).unwrap());
-        let weighted =
-            scalar(weighted_flow_matching_loss(&model, &x0, &eps, &sig, &ctx, &equal).unwrap());
-        assert!(
-            (plain - weighted).abs() <= 1e-6 * plain,
-            "{plain} vs {weighted}"
-        );
-        // Weight only on the first frame: the mean error of that frame alone.
-        let first = Tensor::ones(wdims, DType::F32, &Device::Cpu)
-            .unwrap()
-            .narrow(2, 0, 1)
-            .unwrap()
-            .pad_with_zeros(2, 0, cfg.frames - 1)
-            .unwrap();
-        let err = velocity_error(&model, &x0, &eps, &sig, &ctx).unwrap();
-        let want = scalar(err.narrow(2, 0, 1).unwrap().mean_all().unwrap());
-        let got =
-            scalar(weighted_flow_matching_loss(&model, &x0, &eps, &sig, &ctx, &first).unwrap());
-        assert!((want - got).abs() <= 1e-5 * want, "{want} vs {got}");
-        assert!((want - plain).abs() > 1e-3 * plain, "frames differ");
-    }
-
-    #[test]
-    fn every_parameter_receives_a_gradient() {
-        let (cfg, text, _dir) = tiny_with_text();
-        // Every weight random (training zeroes some, whose inputs then get no gradient).
-        let wcfg = cfg.dit_config();
-        let (names, shapes): (Vec<String>, Vec<Vec<usize>>) =
-            expected_tensors(&wcfg).into_iter().unzip();
-        let vars: Vec<Var> = names
-            .iter()
-            .zip(&shapes)
-            .map(|(n, s)| {
-                Var::from_vec(init_values(n, s, wcfg.dim(), 1), s.as_slice(), &Device::Cpu).unwrap()
-            })
-            .collect();
-        let model = model_over(&cfg, &names, &vars).unwrap();
-        let draw = draw_batch(&cfg, 0, 2);
-        let loss = training_loss(&model, &text, &cfg, &draw, &Device::Cpu).unwrap();
-        let grads = loss.backward().unwrap();
-        for (name, var) in names.iter().zip(&vars) {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("no gradient for {name}"));
-            let norm = g
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(
-                norm > 0.0 && norm.is_finite(),
-                "{name}: gradient norm {norm}"
-            );
-        }
     }
 
     #[test]
@@ -652,6 +537,49 @@ mod tests {
         );
         assert_ne!(a.x0, draw_batch(&cfg, 4, 4).x0);
         assert_eq!(a.x0.len(), 5 * 3 * 3 * 8 * 8);
+    }
+
+    #[test]
+    fn a_run_with_the_motion_head_resumes_exactly_and_exports_only_the_dit() {
+        let cfg = TrainConfig {
+            displacement_weight: 1.0,
+            ..tiny()
+        };
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let full = train(&cfg, a.path(), &Device::Cpu, &mut |_| {}).unwrap();
+        let short = TrainConfig {
+            steps: 2,
+            ..cfg.clone()
+        };
+        train(&short, b.path(), &Device::Cpu, &mut |_| {}).unwrap();
+        let mut seen = Vec::new();
+        let resumed = train(&cfg, b.path(), &Device::Cpu, &mut |p| {
+            seen.push(p.displacement_loss)
+        })
+        .unwrap();
+        assert_eq!(full.final_loss, resumed.final_loss);
+        assert!(seen.len() == 2 && seen.iter().all(|d| d.is_some_and(|d| d > 0.0)));
+        // The head is checkpointed, then left out of the export, which loads as a plain DiT.
+        let state = candle_core::safetensors::load(
+            b.path().join("checkpoint").join("state.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(state.contains_key("ema/motion_head.weight"));
+        let out = tempfile::tempdir().unwrap();
+        export(b.path(), out.path()).unwrap();
+        let exported = candle_core::safetensors::load(
+            out.path()
+                .join("transformer/diffusion_pytorch_model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(exported.keys().all(|k| !k.starts_with("motion_head")));
+        assert_eq!(exported.len(), expected_tensors(&cfg.dit_config()).len());
+        WanModel::load_dir(&out.path().join("transformer"), None, &Device::Cpu).unwrap();
+        // A head cannot be switched on or off in a run's folder.
+        let err = train(&tiny(), b.path(), &Device::Cpu, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("different settings"), "{err}");
     }
 
     #[test]
