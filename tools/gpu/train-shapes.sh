@@ -36,10 +36,12 @@ PROBE=${PROBE:-24}
 # segments 6-9 MOTION_WEIGHT=4; the defaults are segments 1-2's.
 SHIFT=${SHIFT:-1}
 MOTION_WEIGHT=${MOTION_WEIGHT:-0}
+# Weight of the training-only motion head's displacement loss (0: no head, as segments 1-9).
+DISPLACEMENT_WEIGHT=${DISPLACEMENT_WEIGHT:-0}
 # Data seed: segments 1-2 used the default 0; each later segment its own.
 SEED=${SEED:-0}
 ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$FRAMES" --size 32 --lr "$LR" --ema-decay "$EMA"
-  --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT" --seed "$SEED")
+  --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT" --displacement-weight "$DISPLACEMENT_WEIGHT" --seed "$SEED")
 mkdir -p "$OUT"
 
 source "$(dirname "$0")/env.sh"
