@@ -117,8 +117,8 @@ const OFFSET_BIAS: f32 = 16.0;
 const SELF_BIAS: f32 = 8.0;
 
 /// Encoder weights (HF names), deterministic in `seed`: embeddings ~ N(0, 1) as T5 initialises
-/// them, projections ~ N(0, 1/fan_in), norms 1, and position biases ~ N(0, 0.1) plus
-/// [`OFFSET_BIAS`] at each head's [`HEAD_OFFSETS`] bucket and [`SELF_BIAS`] at offset 0.
+/// them, projections ~ N(0, 1/fan_in), norms 1, and position biases ~ N(0, 0.1) plus 16
+/// (`OFFSET_BIAS`) at each head's own offset (`HEAD_OFFSETS`) and 8 (`SELF_BIAS`) at offset 0.
 pub fn text_encoder_weights(
     cfg: &UMT5Config,
     seed: u64,
