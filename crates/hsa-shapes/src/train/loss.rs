@@ -181,10 +181,9 @@ mod tests {
         assert!((want - plain).abs() > 1e-3 * plain, "frames differ");
     }
 
-    #[test]
-    fn every_parameter_receives_a_gradient() {
-        let (cfg, text, _dir) = tiny_with_text();
-        // Every weight random (training zeroes some, whose inputs then get no gradient).
+    /// The run's DiT with every weight random (training zeroes some, whose inputs would then
+    /// get no gradient), as named variables and the model over them.
+    fn random_model(cfg: &TrainConfig) -> (Vec<String>, Vec<Var>, WanModel) {
         let wcfg = cfg.dit_config();
         let (names, shapes): (Vec<String>, Vec<Vec<usize>>) =
             expected_tensors(&wcfg).into_iter().unzip();
@@ -195,21 +194,32 @@ mod tests {
                 Var::from_vec(init_values(n, s, wcfg.dim(), 1), s.as_slice(), &Device::Cpu).unwrap()
             })
             .collect();
-        let model = model_over(&cfg, &names, &vars).unwrap();
-        let draw = draw_batch(&cfg, 0, 2);
-        let loss = training_loss(&model, &[], &text, &cfg, &draw, &Device::Cpu).unwrap();
-        let grads = loss.total.backward().unwrap();
-        for (name, var) in names.iter().zip(&vars) {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("no gradient for {name}"));
-            let norm = g
-                .sqr()
+        let model = model_over(cfg, &names, &vars).unwrap();
+        (names, vars, model)
+    }
+
+    /// Squared norm of `var`'s gradient, `None` where it has none.
+    fn grad_norm(grads: &candle_core::backprop::GradStore, var: &Var) -> Option<f32> {
+        let g = grads.get(var.as_tensor())?;
+        Some(
+            g.sqr()
                 .unwrap()
                 .sum_all()
                 .unwrap()
                 .to_scalar::<f32>()
-                .unwrap();
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn every_parameter_receives_a_gradient() {
+        let (cfg, text, _dir) = tiny_with_text();
+        let (names, vars, model) = random_model(&cfg);
+        let draw = draw_batch(&cfg, 0, 2);
+        let loss = training_loss(&model, &[], &text, &cfg, &draw, &Device::Cpu).unwrap();
+        let grads = loss.total.backward().unwrap();
+        for (name, var) in names.iter().zip(&vars) {
+            let norm = grad_norm(&grads, var).unwrap_or_else(|| panic!("no gradient for {name}"));
             assert!(
                 norm > 0.0 && norm.is_finite(),
                 "{name}: gradient norm {norm}"
@@ -226,17 +236,7 @@ mod tests {
             displacement_weight: 0.5,
             ..cfg
         };
-        let wcfg = cfg.dit_config();
-        let (names, shapes): (Vec<String>, Vec<Vec<usize>>) =
-            expected_tensors(&wcfg).into_iter().unzip();
-        let vars: Vec<Var> = names
-            .iter()
-            .zip(&shapes)
-            .map(|(n, s)| {
-                Var::from_vec(init_values(n, s, wcfg.dim(), 1), s.as_slice(), &Device::Cpu).unwrap()
-            })
-            .collect();
-        let model = model_over(&cfg, &names, &vars).unwrap();
+        let (names, vars, model) = random_model(&cfg);
         let head = motion_head::initial(&cfg, &Device::Cpu).unwrap();
         let draw = draw_batch(&cfg, 1, 2);
         let scalar = |t: &Tensor| t.to_scalar::<f32>().unwrap();
