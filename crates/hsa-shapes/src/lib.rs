@@ -63,6 +63,9 @@ pub struct Example {
     pub spec: SceneSpec,
     pub caption: String,
     pub clip: Clip,
+    /// The nuisance parameters the clip was drawn with (tracks, camera): the trainer's
+    /// displacement targets come from them.
+    pub layout: Layout,
 }
 
 /// A training example: scene from [`sample_train`]`(seed)`, rendered with `seed`.
@@ -76,10 +79,11 @@ pub fn generate_eval(seed: u64, cfg: &ClipConfig) -> Example {
 }
 
 fn example(spec: SceneSpec, seed: u64, cfg: &ClipConfig) -> Example {
-    let clip = render(&spec, cfg, seed);
+    let layout = layout(&spec, cfg, seed);
     Example {
         caption: caption(&spec),
+        clip: render_layout(&layout, cfg),
         spec,
-        clip,
+        layout,
     }
 }

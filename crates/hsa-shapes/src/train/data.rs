@@ -2,7 +2,7 @@
 //! the CPU from the run's seed and the step alone.
 
 use crate::rng::Rng;
-use crate::{caption, displacement_field, layout, render_layout, sample_train};
+use crate::{displacement_field, generate_train};
 
 use super::TrainConfig;
 
@@ -31,17 +31,14 @@ pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
     let clip_cfg = cfg.clip();
     let per = 3 * cfg.frames * cfg.height * cfg.width;
     let sample = |i: usize| {
-        // What `generate_train(seed)` gives, with the layout kept for the displacement field.
         let seed = crate::rng::mix(cfg.seed, (step * cfg.batch + i) as u64);
-        let spec = sample_train(seed);
-        let lay = layout(&spec, &clip_cfg, seed);
-        let clip = render_layout(&lay, &clip_cfg).into_data();
+        let ex = generate_train(seed, &clip_cfg);
         let displacement = match cfg.displacement_weight > 0.0 {
-            true => displacement_field(&lay, &clip_cfg),
+            true => displacement_field(&ex.layout, &clip_cfg),
             false => Vec::new(),
         };
         let eps = hsa_models::wan::init::normal(per, 1.0, seed, "noise");
-        (clip, eps, caption(&spec), displacement)
+        (ex.clip.into_data(), eps, ex.caption, displacement)
     };
     let chunk = cfg.batch.div_ceil(threads.clamp(1, cfg.batch));
     let samples: Vec<_> = std::thread::scope(|scope| {
@@ -220,12 +217,12 @@ mod tests {
         assert_eq!(draw.displacement.len(), 3 * per);
         for i in 0..3 {
             let seed = crate::rng::mix(cfg.seed, (2 * 3 + i) as u64);
-            let ex = crate::generate_train(seed, &clip_cfg);
+            let ex = generate_train(seed, &clip_cfg);
             assert_eq!(
                 &draw.x0[i * 3 * 5 * 256..(i + 1) * 3 * 5 * 256],
                 ex.clip.data()
             );
-            let lay = layout(&ex.spec, &clip_cfg, seed);
+            let lay = crate::layout(&ex.spec, &clip_cfg, seed);
             assert_eq!(
                 &draw.displacement[i * per..(i + 1) * per],
                 displacement_field(&lay, &clip_cfg).as_slice()
