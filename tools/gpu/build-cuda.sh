@@ -47,5 +47,9 @@ cargo build --release -p hsa-cli --features cuda
 mkdir -p .gpu
 strip -o .gpu/hsa "$CARGO_TARGET_DIR/release/hsa"
 gzip -9 -f .gpu/hsa
-ls -la .gpu/hsa.gz
-echo "carry [\".gpu/hsa.gz\"] to the device machine; the tools/gpu scripts unpack it"
+# The caption_sensitivity diagnostic runs on the GPU machine's CPU cores (tools/gpu/ab-head.sh).
+CARGO_TARGET_DIR=target cargo build --release -p hsa-shapes --example caption_sensitivity
+strip -o .gpu/caption_sensitivity target/release/examples/caption_sensitivity
+gzip -9 -f .gpu/caption_sensitivity
+ls -la .gpu/hsa.gz .gpu/caption_sensitivity.gz
+echo "carry [\".gpu/hsa.gz\", \".gpu/caption_sensitivity.gz\"] to the device machine; the tools/gpu scripts unpack them"

@@ -15,13 +15,20 @@
 //! wrong colour doubles it, though the encoder's rows change as much for either: the DiT does
 //! not use the direction words at all.
 //!
-//!     cargo run --release -p hsa-shapes --example caption_sensitivity -- models/shapes-wan [CLIPS]
-use candle_core::{DType, Device, Tensor};
+//! With a training folder whose run trained the motion head (`--displacement-weight`), its
+//! (EMA) head's displacement error over all pixels is measured the same way: at high noise
+//! the best displacement guess is the caption's direction wherever the object may be, so a
+//! head that reads the direction words shows a ratio above one even where the DiT's velocity
+//! does not.
+//!
+//!     cargo run --release -p hsa-shapes --example caption_sensitivity -- models/shapes-wan [CLIPS [WORK]]
+use candle_core::{DType, Device, Tensor, Var};
 use hsa_models::wan::WanModel;
 use hsa_shapes::train::data::motion_weights;
 use hsa_shapes::train::text_stack::TextStack;
+use hsa_shapes::train::{motion_head, TrainConfig};
 use hsa_shapes::{
-    caption, generate_train, BgColour, ClipConfig, Direction, Example, Motion, ObjectSpec,
+    caption, displacement_field, generate_train, BgColour, ClipConfig, Direction, Example, Motion, ObjectSpec,
     Shape,
 };
 
@@ -36,6 +43,7 @@ fn main() {
     let dev = Device::Cpu;
     let model = WanModel::load_dir(&dir.join("transformer"), Some(DType::F32), &dev).unwrap();
     let text = TextStack::load(&dir, 32, &dev).unwrap();
+    let head = args.next().map(|work| load_head(std::path::Path::new(&work), &dev));
     let cfg = ClipConfig {
         width: S,
         height: S,
@@ -53,6 +61,7 @@ fn main() {
     println!("sigma  {}", LABELS.map(|l| format!("{l:>9}")).join(""));
     for s in [0.95f64, 0.8, 0.6, 0.4] {
         let mut sums = [0f64; 5];
+        let mut head_sums = [0f64; 5];
         for (seed, (ex, prompts)) in examples.iter().zip(&prompts).enumerate() {
             let data = ex.clip.data().to_vec();
             let mask: Vec<f32> = motion_weights(&data, [F, S, S], 1.0)
@@ -66,16 +75,35 @@ fn main() {
             let eps = Tensor::from_vec(noise, x0.shape(), &dev).unwrap();
             let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
             let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
-            for (sum, p) in sums.iter_mut().zip(prompts) {
+            let target = head.as_ref().map(|_| {
+                let d = displacement_field(&ex.layout, &cfg);
+                Tensor::from_vec(d, (1, 2, F, S, S), &dev).unwrap()
+            });
+            for (i, p) in prompts.iter().enumerate() {
                 let ctx = text.embed(p).unwrap().unsqueeze(0).unwrap();
-                let v = model.forward(&xt, &t, &ctx, None, None).unwrap();
+                let mut hidden = None;
+                let mut keep = |name: &str, t: &Tensor| {
+                    if name == "head_in" {
+                        hidden = Some(t.clone());
+                    }
+                };
+                let v = model.forward(&xt, &t, &ctx, None, Some(&mut keep)).unwrap();
+                if let (Some((tcfg, vars)), Some(target), Some(h)) = (&head, &target, &hidden) {
+                    let loss = motion_head::loss(tcfg, vars, h, target).unwrap();
+                    head_sums[i] += loss.to_scalar::<f32>().unwrap() as f64;
+                }
                 let x0_hat = (&xt - (v * s).unwrap()).unwrap();
                 let err = (x0_hat - &x0).unwrap().sqr().unwrap().broadcast_mul(&mask).unwrap();
-                *sum += err.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64 / moving;
+                sums[i] += err.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64 / moving;
             }
         }
         let ratios: Vec<String> = sums[1..].iter().map(|e| format!("{:>9.3}", e / sums[0])).collect();
         println!("{s:<5}  {}   (true caption: {:.4})", ratios.join(""), sums[0] / n);
+        if head.is_some() {
+            let ratios: Vec<String> =
+                head_sums[1..].iter().map(|e| format!("{:>9.3}", e / head_sums[0])).collect();
+            println!("  head {}   (true caption: {:.4})", ratios.join(""), head_sums[0] / n);
+        }
     }
 
     let mut change = [0f64; 4];
@@ -89,6 +117,22 @@ fn main() {
     }
     let change: Vec<String> = change.iter().map(|c| format!("{c:>9.3}")).collect();
     println!("rows   {}   (relative change of the encoder's output)", change.join(""));
+}
+
+/// A training folder's configuration and its motion head's EMA variables.
+fn load_head(work: &std::path::Path, dev: &Device) -> (TrainConfig, Vec<Var>) {
+    let cfg: TrainConfig =
+        serde_json::from_slice(&std::fs::read(work.join("train_config.json")).unwrap()).unwrap();
+    let state =
+        candle_core::safetensors::load(work.join("checkpoint/state.safetensors"), dev).unwrap();
+    let vars = motion_head::NAMES
+        .iter()
+        .map(|name| {
+            let t = state.get(&format!("ema/{name}"));
+            Var::from_tensor(t.expect("a run that trained the motion head")).unwrap()
+        })
+        .collect();
+    (cfg, vars)
 }
 
 /// The true caption, then the first object's direction reversed, its colour replaced by one

@@ -1,0 +1,39 @@
+#!/bin/bash
+# A/B of the training-only motion head on the GPU machine: one arm per displacement weight in
+# WEIGHTS, each STEPS updates from the same model (INIT_FROM) with the same data seed, one after
+# the other (two trainers at once ran out of memory). Not run by CI.
+#
+# Each arm's export is then read by the caption_sensitivity example on the machine's CPU
+# cores: whether reversing a caption's direction raises the model's error (the seventh bundled
+# model: ratio 1.00, it ignores the direction words), and in the head arms whether it raises the
+# head's error. That is far more sensitive to a model starting to use direction than the
+# checker's direction score, which moves by a few hundredths between noise seeds.
+#
+# Usage (device tool, carry [".gpu/hsa.gz", ".gpu/caption_sensitivity.gz"], timeout_s 600;
+# both packed by tools/gpu/build-cuda.sh):
+#   OUT=$OUT WEIGHTS="0 3" STEPS=400 tools/gpu/ab-head.sh
+# Writes $OUT/head<weight>/{shapes-wan.tar.gz, checker.json, report.txt} (three of the eight
+# files the device tool brings back per arm). Two arms of 400 updates at batch 64 with a
+# 45-second on-device checker take about 9 minutes on an H100.
+set -euo pipefail
+OUT=${OUT:-out}
+WEIGHTS=${WEIGHTS:-"0 3"}
+STEPS=${STEPS:-400}
+source "$(dirname "$0")/env.sh"
+sens=/tmp/hsa-bin/caption_sensitivity
+mkdir -p /tmp/hsa-bin
+gunzip -c .gpu/caption_sensitivity.gz > "$sens" && chmod +x "$sens"
+for d in $WEIGHTS; do
+  arm=/tmp/arm$d
+  mkdir -p "$OUT/head$d"
+  rm -rf /tmp/shapes-wan  # train-shapes.sh exports there; never read an earlier arm's model
+  OUT=$arm WORK=/tmp/head$d STEPS=$STEPS EVAL_S=${EVAL_S:-45} SHIFT=2 MOTION_WEIGHT=4 EMA=0.995 \
+    LR=${LR:-4e-4} SEED=${SEED:-11} INIT_FROM=${INIT_FROM:-models/shapes-wan} DISPLACEMENT_WEIGHT=$d \
+    BIN=$BIN tools/gpu/train-shapes.sh > "$arm.log" 2>&1 || echo "arm $d: train-shapes.sh failed" >> "$arm.log"
+  gzip -1 -c "$arm/shapes-wan.tar" > "$OUT/head$d/shapes-wan.tar.gz" || true
+  cp "$arm/checker.json" "$OUT/head$d/" 2>/dev/null || true
+  { tail -n 20 "$arm.log"; echo "--- loss.csv (last 3)"; tail -n 3 "$arm/loss.csv"
+    echo "--- caption_sensitivity"; work=(); [ "$d" != 0 ] && work=(/tmp/head$d)
+    "$sens" /tmp/shapes-wan "${SENS_CLIPS:-32}" "${work[@]}"; } > "$OUT/head$d/report.txt" 2>&1 || true
+done
+ls -la "$OUT"/*
