@@ -11,14 +11,15 @@
 #
 # Usage (device tool, carry [".gpu/hsa.gz", ".gpu/caption_sensitivity.gz"], timeout_s 600;
 # both packed by tools/gpu/build-cuda.sh):
-#   OUT=$OUT WEIGHTS="0 3" STEPS=400 tools/gpu/ab-head.sh
+#   OUT=$OUT WEIGHTS="0 3" STEPS=380 EVAL_S=30 tools/gpu/ab-head.sh
 # Writes $OUT/head<weight>/{shapes-wan.tar.gz, checker.json, report.txt} (three of the eight
-# files the device tool brings back per arm). Two arms of 400 updates at batch 64 with a
-# 45-second on-device checker take about 9 minutes on an H100.
+# files the device tool brings back, per arm). That call took 563 s on an H100 (eleventh
+# session): 3 minutes of training per arm, the rest start-up, export, checker (16-21 s) and
+# caption_sensitivity.
 set -euo pipefail
 OUT=${OUT:-out}
 WEIGHTS=${WEIGHTS:-"0 3"}
-STEPS=${STEPS:-400}
+STEPS=${STEPS:-380}
 source "$(dirname "$0")/env.sh"
 sens=/tmp/hsa-bin/caption_sensitivity
 mkdir -p /tmp/hsa-bin
@@ -27,7 +28,7 @@ for d in $WEIGHTS; do
   arm=/tmp/arm$d
   mkdir -p "$OUT/head$d"
   rm -rf /tmp/shapes-wan  # train-shapes.sh exports there; never read an earlier arm's model
-  OUT=$arm WORK=/tmp/head$d STEPS=$STEPS EVAL_S=${EVAL_S:-45} SHIFT=2 MOTION_WEIGHT=4 EMA=0.995 \
+  OUT=$arm WORK=/tmp/head$d STEPS=$STEPS EVAL_S=${EVAL_S:-30} SHIFT=2 MOTION_WEIGHT=4 EMA=0.995 \
     LR=${LR:-4e-4} SEED=${SEED:-11} INIT_FROM=${INIT_FROM:-models/shapes-wan} DISPLACEMENT_WEIGHT=$d \
     BIN=$BIN tools/gpu/train-shapes.sh > "$arm.log" 2>&1 || echo "arm $d: train-shapes.sh failed" >> "$arm.log"
   gzip -1 -c "$arm/shapes-wan.tar" > "$OUT/head$d/shapes-wan.tar.gz" || true
