@@ -179,8 +179,11 @@ fn checker(
     let shape = report
         .shape
         .map_or("n/a (objects too small)".to_string(), |s| format!("{s:.3}"));
+    let heading = report
+        .heading
+        .map_or("n/a".to_string(), |h| format!("{h:.2}"));
     println!(
-        "checker on {} {what} captions ({}): overall {:.3}, colour {:.3} (found {:.3}), direction {:.3}, shape {shape}; {:.1} s",
+        "checker on {} {what} captions ({}): overall {:.3}, colour {:.3} (found {:.3}), direction {:.3} (heading {heading}), shape {shape}; {:.1} s",
         captions, sampler.sampler, report.overall, report.colour, report.colour_recall, report.direction, report.seconds
     );
     Ok(())

@@ -106,6 +106,9 @@ pub struct ObjectVerdict {
     pub expected_motion: String,
     /// `None` when the object was found in too few frames to read a motion.
     pub detected_motion: Option<String>,
+    /// Cosine between the asked direction and the read velocity
+    /// ([`hsa_shapes::check::heading`]); only for objects asked to move in a straight line.
+    pub heading: Option<f32>,
     pub expected_shape: &'static str,
     /// `None` when the object was found in too few frames.
     pub detected_shape: Option<&'static str>,
@@ -124,6 +127,7 @@ impl ObjectVerdict {
                 .collect(),
             expected_motion: words(o.expected_motion),
             detected_motion: o.detected_motion.map(words),
+            heading: o.heading,
             expected_shape: o.expected_shape.name(),
             detected_shape: o.detected_shape.map(|s| s.name()),
         }
@@ -138,6 +142,10 @@ pub struct CheckerReport {
     pub colour: f32,
     pub colour_recall: f32,
     pub direction: f32,
+    /// Mean [`ObjectVerdict::heading`] over every object asked to move in a straight line and
+    /// found: 1 when all move the asked way, about 0 when directions are unrelated to the
+    /// captions. `None` when there was no such object.
+    pub heading: Option<f32>,
     /// `None` when no clip had an object large enough for the shape check.
     pub shape: Option<f32>,
     pub seconds: f64,
@@ -190,7 +198,13 @@ pub fn evaluate_checker(
         (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
     };
     let all = |f: &dyn Fn(&ClipScore) -> f32| mean(&|c| Some(f(c))).unwrap_or(0.0);
+    let headings: Vec<f32> = clips
+        .iter()
+        .flat_map(|c| c.objects.iter().filter_map(|o| o.heading))
+        .collect();
     Ok(CheckerReport {
+        heading: (!headings.is_empty())
+            .then(|| headings.iter().sum::<f32>() / headings.len() as f32),
         overall: all(&|c| c.overall),
         colour: all(&|c| c.colour),
         colour_recall: all(&|c| c.colour_recall),

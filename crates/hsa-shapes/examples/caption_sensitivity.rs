@@ -28,8 +28,8 @@ use hsa_shapes::train::data::motion_weights;
 use hsa_shapes::train::text_stack::TextStack;
 use hsa_shapes::train::{motion_head, TrainConfig};
 use hsa_shapes::{
-    caption, displacement_field, generate_train, BgColour, ClipConfig, Direction, Example, Motion, ObjectSpec,
-    Shape,
+    caption, displacement_field, generate_train, BgColour, ClipConfig, Direction, Example, Motion,
+    ObjectSpec, Shape,
 };
 
 const F: usize = 9;
@@ -43,7 +43,9 @@ fn main() {
     let dev = Device::Cpu;
     let model = WanModel::load_dir(&dir.join("transformer"), Some(DType::F32), &dev).unwrap();
     let text = TextStack::load(&dir, 32, &dev).unwrap();
-    let head = args.next().map(|work| load_head(std::path::Path::new(&work), &dev));
+    let head = args
+        .next()
+        .map(|work| load_head(std::path::Path::new(&work), &dev));
     let cfg = ClipConfig {
         width: S,
         height: S,
@@ -57,7 +59,10 @@ fn main() {
     let prompts: Vec<[String; 5]> = examples.iter().map(prompts).collect();
     let n = examples.len() as f64;
 
-    println!("{} clips; x0 error on moving pixels, altered / true caption", examples.len());
+    println!(
+        "{} clips; x0 error on moving pixels, altered / true caption",
+        examples.len()
+    );
     println!("sigma  {}", LABELS.map(|l| format!("{l:>9}")).join(""));
     for s in [0.95f64, 0.8, 0.6, 0.4] {
         let mut sums = [0f64; 5];
@@ -93,30 +98,58 @@ fn main() {
                     head_sums[i] += loss.to_scalar::<f32>().unwrap() as f64;
                 }
                 let x0_hat = (&xt - (v * s).unwrap()).unwrap();
-                let err = (x0_hat - &x0).unwrap().sqr().unwrap().broadcast_mul(&mask).unwrap();
+                let err = (x0_hat - &x0)
+                    .unwrap()
+                    .sqr()
+                    .unwrap()
+                    .broadcast_mul(&mask)
+                    .unwrap();
                 sums[i] += err.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64 / moving;
             }
         }
-        let ratios: Vec<String> = sums[1..].iter().map(|e| format!("{:>9.3}", e / sums[0])).collect();
-        println!("{s:<5}  {}   (true caption: {:.4})", ratios.join(""), sums[0] / n);
+        let ratios: Vec<String> = sums[1..]
+            .iter()
+            .map(|e| format!("{:>9.3}", e / sums[0]))
+            .collect();
+        println!(
+            "{s:<5}  {}   (true caption: {:.4})",
+            ratios.join(""),
+            sums[0] / n
+        );
         if head.is_some() {
-            let ratios: Vec<String> =
-                head_sums[1..].iter().map(|e| format!("{:>9.3}", e / head_sums[0])).collect();
-            println!("  head {}   (true caption: {:.4})", ratios.join(""), head_sums[0] / n);
+            let ratios: Vec<String> = head_sums[1..]
+                .iter()
+                .map(|e| format!("{:>9.3}", e / head_sums[0]))
+                .collect();
+            println!(
+                "  head {}   (true caption: {:.4})",
+                ratios.join(""),
+                head_sums[0] / n
+            );
         }
     }
 
     let mut change = [0f64; 4];
     for prompts in &prompts {
         let base = text.embed(&prompts[0]).unwrap();
-        let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let norm = |t: &Tensor| {
+            t.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
         for (c, p) in change.iter_mut().zip(&prompts[1..]) {
             let diff = (text.embed(p).unwrap() - &base).unwrap();
             *c += (norm(&diff) / norm(&base)).sqrt() as f64 / n;
         }
     }
     let change: Vec<String> = change.iter().map(|c| format!("{c:>9.3}")).collect();
-    println!("rows   {}   (relative change of the encoder's output)", change.join(""));
+    println!(
+        "rows   {}   (relative change of the encoder's output)",
+        change.join("")
+    );
 }
 
 /// A training folder's configuration and its motion head's EMA variables.

@@ -138,6 +138,9 @@ pub struct ObjectReport {
     /// The motion read from the trajectory, if enough frames were found.
     pub detected_motion: Option<Motion>,
     pub direction_score: f32,
+    /// [`heading`] of the world-space trajectory, for an object asked to move in a straight
+    /// line and found in enough frames to read a motion.
+    pub heading: Option<f32>,
     /// Median box side of the blob (px), 0 when never found.
     pub size_px: f32,
     /// The plurality shape over the frames, if enough frames were found.
@@ -437,7 +440,19 @@ pub fn classify_motion(
             Axis::Vertical
         }));
     }
-    // Least-squares velocity (px per frame).
+    let (vx, vy) = least_squares_velocity(points)?;
+    let span = frames.saturating_sub(1) as f32;
+    let travel = (vx * vx + vy * vy).sqrt() * span;
+    if travel < params.still_max_travel * s {
+        Some(Motion::Still)
+    } else {
+        Some(Motion::Moving(Direction::from_vector(vx, vy)))
+    }
+}
+
+/// Least-squares velocity (px per frame) of a trajectory `(frame, x, y)`; `None` when all
+/// points are in one frame.
+pub fn least_squares_velocity(points: &[(usize, f32, f32)]) -> Option<(f32, f32)> {
     let n = points.len() as f32;
     let mt = points.iter().map(|q| q.0 as f32).sum::<f32>() / n;
     let mx = points.iter().map(|q| q.1).sum::<f32>() / n;
@@ -449,23 +464,32 @@ pub fn classify_motion(
     if stt <= 0.0 {
         return None;
     }
-    let vx = points
-        .iter()
-        .map(|q| (q.0 as f32 - mt) * (q.1 - mx))
-        .sum::<f32>()
-        / stt;
-    let vy = points
-        .iter()
-        .map(|q| (q.0 as f32 - mt) * (q.2 - my))
-        .sum::<f32>()
-        / stt;
-    let span = frames.saturating_sub(1) as f32;
-    let travel = (vx * vx + vy * vy).sqrt() * span;
-    if travel < params.still_max_travel * s {
-        Some(Motion::Still)
+    let slope = |get: fn(&(usize, f32, f32)) -> f32, m: f32| {
+        points
+            .iter()
+            .map(|q| (q.0 as f32 - mt) * (get(q) - m))
+            .sum::<f32>()
+            / stt
+    };
+    Some((slope(|q| q.1, mx), slope(|q| q.2, my)))
+}
+
+/// Graded direction agreement of an object asked to move in `direction`: the cosine between
+/// that direction and the trajectory's least-squares velocity (1 along it, 0 across, -1
+/// against; 0 for a trajectory that does not move). `None` with fewer than two frames.
+///
+/// Why beside the exact direction class: a model whose objects move in directions unrelated
+/// to their captions averages 0 here, and one that starts to follow them moves this mean long
+/// before enough objects land in the right 45-degree sector to move the direction score.
+pub fn heading(points: &[(usize, f32, f32)], direction: Direction) -> Option<f32> {
+    let (vx, vy) = least_squares_velocity(points)?;
+    let (ux, uy) = direction.unit();
+    let speed = (vx * vx + vy * vy).sqrt();
+    Some(if speed > 0.0 {
+        (vx * ux + vy * uy) / speed
     } else {
-        Some(Motion::Moving(Direction::from_vector(vx, vy)))
-    }
+        0.0
+    })
 }
 
 /// Checks a clip against a caption (parsed with [`parse_caption`]) with default thresholds.
@@ -543,6 +567,10 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
             None
         };
         let direction_score = f32::from(u8::from(detected_motion == Some(o.motion)));
+        let heading = match o.motion {
+            Motion::Moving(d) if detected_motion.is_some() => heading(&points, d),
+            _ => None,
+        };
 
         let size_px = if found.is_empty() {
             0.0
@@ -577,6 +605,7 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
             colour_score,
             detected_motion,
             direction_score,
+            heading,
             size_px,
             detected_shape,
             shape_score,

@@ -206,3 +206,68 @@ fn single_frame_clips_score_colour_and_shape() {
     assert_eq!(r.direction_score, 0.0, "motion needs two frames");
     assert_eq!(r.motion_energy, 0.0);
 }
+
+/// Mean heading over the objects of `clips` (clip, caption) that have one, and their number.
+fn mean_heading(clips: impl Iterator<Item = (Clip, String)>) -> (f32, usize) {
+    let h: Vec<f32> = clips
+        .flat_map(|(clip, text)| {
+            let r = check(&clip, &text).unwrap();
+            r.objects
+                .into_iter()
+                .filter_map(|o| o.heading)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (mean(&h), h.len())
+}
+
+/// `clip` played backwards: every motion reversed.
+fn reversed(clip: &Clip) -> Clip {
+    let mut out = clip.clone();
+    let [_, f, h, w] = clip.dims();
+    for t in 0..f {
+        for y in 0..h {
+            for x in 0..w {
+                out.set_rgb(t, y, x, clip.rgb(f - 1 - t, y, x));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn heading_is_one_on_generator_clips_minus_one_played_backwards_and_near_zero_shuffled() {
+    let cfg = ClipConfig::new(32, 32, 9);
+    let examples: Vec<Example> = (0..N).map(|seed| generate_train(seed, &cfg)).collect();
+    let (forward, n) = mean_heading(examples.iter().map(|e| (e.clip.clone(), e.caption.clone())));
+    // Camera pans are compensated forwards only, so backwards clips keep to pan-free scenes.
+    let still_camera = examples.iter().filter(|e| e.spec.camera.is_none());
+    let (backward, _) = mean_heading(still_camera.map(|e| (reversed(&e.clip), e.caption.clone())));
+    // Every clip with the caption of the clip after it: asked and shown directions unrelated.
+    let shuffled = (0..N as usize).map(|i| {
+        let other = &examples[(i + 1) % examples.len()];
+        (examples[i].clip.clone(), other.caption.clone())
+    });
+    let (unrelated, m) = mean_heading(shuffled);
+    eprintln!("heading: forward {forward:.3} ({n} objects), backward {backward:.3}, shuffled {unrelated:.3} ({m})");
+    assert!(n >= 50 && m >= 10, "too few straight movers: {n}, {m}");
+    assert!(forward >= 0.95, "forward {forward}");
+    assert!(backward <= -0.9, "backward {backward}");
+    assert!(unrelated.abs() <= 0.3, "shuffled {unrelated}");
+}
+
+#[test]
+fn heading_is_the_cosine_to_the_asked_direction() {
+    let right: Vec<(usize, f32, f32)> = (0..5).map(|t| (t, 3.0 + 2.0 * t as f32, 10.0)).collect();
+    let close = |a: Option<f32>, b: f32| (a.unwrap() - b).abs() < 1e-5;
+    assert!(close(check::heading(&right, Direction::Right), 1.0));
+    assert!(close(check::heading(&right, Direction::Left), -1.0));
+    assert!(close(check::heading(&right, Direction::Up), 0.0));
+    assert!(close(
+        check::heading(&right, Direction::UpRight),
+        std::f32::consts::FRAC_1_SQRT_2
+    ));
+    let still: Vec<(usize, f32, f32)> = (0..5).map(|t| (t, 3.0, 10.0)).collect();
+    assert!(close(check::heading(&still, Direction::Right), 0.0));
+    assert_eq!(check::heading(&right[..1], Direction::Right), None);
+}
