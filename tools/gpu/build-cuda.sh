@@ -47,7 +47,7 @@ cargo build --release -p hsa-cli --features cuda
 mkdir -p .gpu
 strip -o .gpu/hsa "$CARGO_TARGET_DIR/release/hsa"
 gzip -9 -f .gpu/hsa
-# The caption_sensitivity diagnostic runs on the GPU machine's CPU cores (tools/gpu/ab-head.sh).
+# The caption_sensitivity diagnostic runs on the GPU machine's CPU cores (tools/gpu/ab-train.sh).
 CARGO_TARGET_DIR=target cargo build --release -p hsa-shapes --example caption_sensitivity
 strip -o .gpu/caption_sensitivity target/release/examples/caption_sensitivity
 gzip -9 -f .gpu/caption_sensitivity

@@ -21,7 +21,9 @@
 //!    [`CheckerParams::bounce_min_leg`] x S is "bouncing"; otherwise the least-squares
 //!    velocity over the clip gives the displacement, "staying still" below
 //!    [`CheckerParams::still_max_travel`] x S, else the 45-degree sector of its angle.
-//!    **direction** is 1 when the class equals the caption's motion;
+//!    **direction** is 1 when the class equals the caption's motion. For an object asked to
+//!    move in a straight line, [`heading`] also grades the read velocity against the asked
+//!    direction (a cosine; not part of `overall`);
 //! 5. classifies the shape of each frame's blob ([`classify_shape`]: a weak centre is a
 //!    ring, more mass below the middle row a triangle, box fill plus diagonal extent
 //!    tells squares from circles) and takes the plurality over frames: **shape** is 1 when
