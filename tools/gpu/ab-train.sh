@@ -3,7 +3,8 @@
 # train-shapes.sh variable VAR (default: the motion head's DISPLACEMENT_WEIGHT), each STEPS
 # updates from the same model (INIT_FROM) with the same data seed, one after the other (two
 # trainers at once ran out of memory). The other settings are the bundled model's recipe
-# (shift 2, motion weight 4, EMA 0.995); VAR overrides one of them. Not run by CI.
+# (shift 2, motion weight 4, EMA 0.995, no motion head unless DISPLACEMENT_WEIGHT is set); VAR
+# overrides one of them. Not run by CI.
 #
 # Each arm's export is then read by the caption_sensitivity example on the machine's CPU
 # cores: whether reversing a caption's direction raises the model's error (the seventh bundled
@@ -16,6 +17,7 @@
 # both packed by tools/gpu/build-cuda.sh):
 #   OUT=$OUT VAR=DISPLACEMENT_WEIGHT VALUES="0 3" STEPS=380 EVAL_S=30 tools/gpu/ab-train.sh
 #   OUT=$OUT VAR=SHIFT VALUES="2 5" STEPS=380 EVAL_S=30 tools/gpu/ab-train.sh
+#   OUT=$OUT DISPLACEMENT_WEIGHT=3 VAR=DISPLACEMENT_LAYER VALUES="6 3" STEPS=380 EVAL_S=30 tools/gpu/ab-train.sh
 # Writes $OUT/<value>/{shapes-wan.tar.gz, checker.json, report.txt} (three of the eight files
 # the device tool brings back, per arm). The first call took 563 s on an H100 (eleventh
 # session): 3 minutes of training per arm, the rest start-up, export, checker (16-21 s) and
@@ -35,7 +37,8 @@ for value in $VALUES; do
   rm -rf /tmp/shapes-wan  # train-shapes.sh exports there; never read an earlier arm's model
   settings=(OUT="$arm" WORK="$arm-work" STEPS="$STEPS" EVAL_S="${EVAL_S:-30}" SHIFT=2 MOTION_WEIGHT=4
     EMA=0.995 LR="${LR:-4e-4}" SEED="${SEED:-11}" INIT_FROM="${INIT_FROM:-models/shapes-wan}"
-    DISPLACEMENT_WEIGHT=0 BIN="$BIN" "$VAR=$value")
+    DISPLACEMENT_WEIGHT="${DISPLACEMENT_WEIGHT:-0}" DISPLACEMENT_LAYER="${DISPLACEMENT_LAYER:-}"
+    BIN="$BIN" "$VAR=$value")
   env "${settings[@]}" tools/gpu/train-shapes.sh > "$arm.log" 2>&1 || echo "arm $value: train-shapes.sh failed" >> "$arm.log"
   gzip -1 -c "$arm/shapes-wan.tar" > "$OUT/$value/shapes-wan.tar.gz" || true
   cp "$arm/checker.json" "$OUT/$value/" 2>/dev/null || true

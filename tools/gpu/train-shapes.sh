@@ -38,10 +38,13 @@ SHIFT=${SHIFT:-1}
 MOTION_WEIGHT=${MOTION_WEIGHT:-0}
 # Weight of the training-only motion head's displacement loss (0: no head, as segments 1-9).
 DISPLACEMENT_WEIGHT=${DISPLACEMENT_WEIGHT:-0}
+# The block (1 to LAYERS) whose output the head reads; empty: the last block's.
+DISPLACEMENT_LAYER=${DISPLACEMENT_LAYER:-}
 # Data seed: segments 1-2 used the default 0; each later segment its own.
 SEED=${SEED:-0}
 ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$FRAMES" --size 32 --lr "$LR" --ema-decay "$EMA"
   --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT" --displacement-weight "$DISPLACEMENT_WEIGHT" --seed "$SEED")
+[ -n "$DISPLACEMENT_LAYER" ] && ARCH+=(--displacement-layer "$DISPLACEMENT_LAYER")
 mkdir -p "$OUT"
 
 source "$(dirname "$0")/env.sh"

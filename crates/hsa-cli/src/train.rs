@@ -78,6 +78,10 @@ pub struct ShapesArgs {
     /// dropped at export). 0 trains no head.
     #[arg(long, default_value_t = 0.0)]
     pub displacement_weight: f64,
+    /// The block (1 to --layers) whose output the motion head reads, so that the blocks after
+    /// it can use the motion it must encode; default: the last block's.
+    #[arg(long)]
+    pub displacement_layer: Option<usize>,
 }
 
 impl ShapesArgs {
@@ -102,6 +106,7 @@ impl ShapesArgs {
             new_text_encoder: self.new_text_encoder,
             motion_weight: self.motion_weight,
             displacement_weight: self.displacement_weight,
+            displacement_layer: self.displacement_layer,
             ..Default::default()
         }
     }
@@ -112,6 +117,8 @@ pub fn train(command: TrainCommand, device: &candle_core::Device) -> Result<()> 
     match command {
         TrainCommand::Shapes(args) => {
             let (cfg, work) = (args.config(), args.work);
+            // Refuse a bad configuration before the work folder and its loss.csv exist.
+            cfg.validate()?;
             let bar = progress::steps_bar(cfg.steps as u64, "training");
             let log_path = work.join("loss.csv");
             std::fs::create_dir_all(&work)?;

@@ -160,6 +160,36 @@ fn bad_inputs_fail_cleanly_without_output() {
 }
 
 #[test]
+fn a_bad_training_configuration_fails_before_its_work_folder_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("run");
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &["--displacement-weight", "1", "--displacement-layer", "9"],
+            "displacement layer 9 must name one of the 6 blocks",
+        ),
+        (&["--displacement-layer", "2"], "without a motion head"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec![
+            "train",
+            "shapes",
+            "--work",
+            work.to_str().unwrap(),
+            "--steps",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let r = hsa(&args);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "should fail: {extra:?}");
+        assert!(stderr.contains(needle), "stderr lacks '{needle}': {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!work.exists(), "{extra:?} left a work folder");
+    }
+}
+
+#[test]
 fn inspect_reports_format_and_problems() {
     // 28328 = embeddings 13320 + 2 blocks x 6680 + head 1648 for the tiny t2v config.
     let r = hsa(&["inspect", fixtures().join("t2v_sharded").to_str().unwrap()]);

@@ -88,7 +88,10 @@ fn main() {
                 let ctx = text.embed(p).unwrap().unsqueeze(0).unwrap();
                 let mut hidden = None;
                 let mut keep = |name: &str, t: &Tensor| {
-                    if name == "head_in" {
+                    if head
+                        .as_ref()
+                        .is_some_and(|(c, _)| name == motion_head::trace_name(c))
+                    {
                         hidden = Some(t.clone());
                     }
                 };

@@ -27,7 +27,7 @@ mod load;
 pub use load::{init_values, read_config, reconcile_with_weights};
 
 /// Observer of named intermediate tensors (parity debugging): `temb`, `timestep_proj`,
-/// `text_embedding`, `block0_out`, `head_in`.
+/// `text_embedding`, `block{i}_out` (every block's output, 0-based), `head_in`.
 pub type Trace<'a> = &'a mut dyn FnMut(&str, &Tensor);
 
 /// Timesteps of one forward: one per sample, or one per token (Wan2.2 TI2V).
@@ -347,10 +347,8 @@ impl WanModel {
         let mut h = x0.clone();
         for (i, blk) in self.blocks.iter().enumerate() {
             h = blk.forward(&h, &e0, &rows, &ctx.layers[i], i, cache.as_deref_mut())?;
-            if i == 0 {
-                if let Some(tr) = trace.as_mut() {
-                    tr("block0_out", &h);
-                }
+            if let Some(tr) = trace.as_mut() {
+                tr(&format!("block{i}_out"), &h);
             }
         }
         if let Some(tr) = trace.as_mut() {

@@ -32,8 +32,8 @@ pub fn training_loss(
     let eps = Tensor::from_slice(&draw.eps, shape, device)?;
     let ctx = text.embed_batch(&draw.prompts)?;
     let sigmas = Tensor::from_slice(&draw.sigmas, cfg.batch, device)?;
-    let with_head = !head.is_empty();
-    let (err, hidden) = velocity_error(model, &x0, &eps, &sigmas, &ctx, with_head)?;
+    let read = (!head.is_empty()).then(|| motion_head::trace_name(cfg));
+    let (err, hidden) = velocity_error(model, &x0, &eps, &sigmas, &ctx, read.as_deref())?;
     let velocity = if draw.weights.is_empty() {
         err.mean_all()?
     } else {
@@ -76,7 +76,7 @@ pub fn flow_matching_loss(
     sigmas: &Tensor,
     ctx: &Tensor,
 ) -> Result<Tensor> {
-    Ok(velocity_error(model, x0, eps, sigmas, ctx, false)?
+    Ok(velocity_error(model, x0, eps, sigmas, ctx, None)?
         .0
         .mean_all()?)
 }
@@ -93,7 +93,7 @@ pub fn weighted_flow_matching_loss(
     weights: &Tensor,
 ) -> Result<Tensor> {
     weighted_mean(
-        &velocity_error(model, x0, eps, sigmas, ctx, false)?.0,
+        &velocity_error(model, x0, eps, sigmas, ctx, None)?.0,
         weights,
     )
 }
@@ -107,27 +107,27 @@ fn weighted_mean(err: &Tensor, weights: &Tensor) -> Result<Tensor> {
         .broadcast_div(&total)?)
 }
 
-/// `(v − (ε − x₀))²` per value, `[B, C, F, H, W]`, and, when asked for, the DiT's last hidden
-/// state (`head_in`, `[B, N, dim]`) on the gradient path.
+/// `(v − (ε − x₀))²` per value, `[B, C, F, H, W]`, and, when `read` names one, that DiT
+/// trace entry (a hidden state `[B, N, dim]`, [`motion_head::trace_name`]) on the gradient path.
 fn velocity_error(
     model: &WanModel,
     x0: &Tensor,
     eps: &Tensor,
     sigmas: &Tensor,
     ctx: &Tensor,
-    want_hidden: bool,
+    read: Option<&str>,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let s = sigmas.reshape((sigmas.elem_count(), 1, 1, 1, 1))?;
     let xt = (x0.broadcast_mul(&(1.0 - &s)?)? + eps.broadcast_mul(&s)?)?;
     let mut hidden = None;
     let mut keep = |name: &str, t: &Tensor| {
-        if name == "head_in" {
+        if Some(name) == read {
             hidden = Some(t.clone());
         }
     };
-    let trace: Option<hsa_models::wan::dit::Trace> = match want_hidden {
-        true => Some(&mut keep),
-        false => None,
+    let trace: Option<hsa_models::wan::dit::Trace> = match read {
+        Some(_) => Some(&mut keep),
+        None => None,
     };
     let v = model.forward(&xt, &(sigmas * 1000.0)?, ctx, None, trace)?;
     Ok(((v - (eps - x0)?)?.sqr()?, hidden))
@@ -171,7 +171,7 @@ mod tests {
             .unwrap()
             .pad_with_zeros(2, 0, cfg.frames - 1)
             .unwrap();
-        let err = velocity_error(&model, &x0, &eps, &sig, &ctx, false)
+        let err = velocity_error(&model, &x0, &eps, &sig, &ctx, None)
             .unwrap()
             .0;
         let want = scalar(err.narrow(2, 0, 1).unwrap().mean_all().unwrap());
@@ -265,5 +265,47 @@ mod tests {
         }
         let plain = without.total.backward().unwrap();
         assert!(plain.get(head[0].as_tensor()).is_none());
+    }
+
+    #[test]
+    fn a_head_on_the_first_block_trains_that_block_and_not_the_later_ones() {
+        let (cfg, text, _dir) = tiny_with_text();
+        let cfg = TrainConfig {
+            layers: 2,
+            displacement_weight: 1.0,
+            displacement_layer: Some(1),
+            ..cfg
+        };
+        cfg.validate().unwrap();
+        let (names, vars, model) = random_model(&cfg);
+        let head = motion_head::initial(&cfg, &Device::Cpu).unwrap();
+        let draw = draw_batch(&cfg, 1, 2);
+        let loss = training_loss(&model, &head, &text, &cfg, &draw, &Device::Cpu).unwrap();
+        let grads = loss.displacement.unwrap().backward().unwrap();
+        let grad = |name: &str| {
+            let i = names.iter().position(|n| n == name).unwrap();
+            grad_norm(&grads, &vars[i])
+        };
+        assert!(grad("blocks.0.attn1.to_q.weight").is_some_and(|g| g > 0.0));
+        assert!(grad("blocks.1.attn1.to_q.weight").is_none_or(|g| g == 0.0));
+        assert!(grad("proj_out.weight").is_none_or(|g| g == 0.0));
+        // It reads block 1's output, not the last one's: the default head's loss differs.
+        let last = TrainConfig {
+            displacement_layer: None,
+            ..cfg.clone()
+        };
+        let other = training_loss(&model, &head, &text, &last, &draw, &Device::Cpu).unwrap();
+        let scalar = |t: Option<Tensor>| t.unwrap().to_scalar::<f32>().unwrap();
+        let first = training_loss(&model, &head, &text, &cfg, &draw, &Device::Cpu).unwrap();
+        assert_ne!(scalar(first.displacement), scalar(other.displacement));
+        // A layer outside the model, or without a head, is refused.
+        for (layer, weight) in [(0, 1.0), (3, 1.0), (1, 0.0)] {
+            let bad = TrainConfig {
+                displacement_layer: Some(layer),
+                displacement_weight: weight,
+                ..cfg.clone()
+            };
+            assert!(bad.validate().is_err(), "layer {layer} weight {weight}");
+        }
     }
 }

@@ -13,8 +13,9 @@
 //! * target: the flow velocity `eps - x0` of `x_sigma = (1-sigma)·x0 + sigma·eps`; MSE, or
 //!   with `motion_weight > 0` a weighted mean that counts pixels which change over the clip
 //!   (moving objects) up to `1 + motion_weight` times ([`data::motion_weights`]);
-//! * with `displacement_weight > 0`, a training-only head on the last hidden state also
-//!   predicts every pixel's displacement ([`motion_head`]); export drops it;
+//! * with `displacement_weight > 0`, a training-only head on the last hidden state (or on
+//!   block `displacement_layer`'s output) also predicts every pixel's displacement
+//!   ([`motion_head`]); export drops it;
 //! * 10% of captions are replaced by the empty prompt so classifier-free guidance works;
 //! * AdamW, linear warm-up then cosine decay to 10%, global-norm clipping at 1, an EMA of
 //!   the weights (the EMA is what ships);
@@ -110,6 +111,10 @@ pub struct TrainConfig {
     /// ([`motion_head`]); 0 trains no head, as every run before it did.
     #[serde(default)]
     pub displacement_weight: f64,
+    /// The block whose output the motion head reads (1-based); `None`, as every run before
+    /// it, reads the last block's (`head_in`). See [`motion_head::trace_name`].
+    #[serde(default)]
+    pub displacement_layer: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -139,6 +144,7 @@ impl Default for TrainConfig {
             new_text_encoder: false,
             motion_weight: 0.0,
             displacement_weight: 0.0,
+            displacement_layer: None,
         }
     }
 }
@@ -201,6 +207,19 @@ impl TrainConfig {
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(format!("{what} {w} must be a finite number >= 0"));
+            }
+        }
+        if let Some(k) = self.displacement_layer {
+            if self.displacement_weight == 0.0 {
+                return bad(format!(
+                    "displacement layer {k} without a motion head (displacement weight 0)"
+                ));
+            }
+            if k == 0 || k > self.layers {
+                return bad(format!(
+                    "displacement layer {k} must name one of the {} blocks (1 to {})",
+                    self.layers, self.layers
+                ));
             }
         }
         self.dit_config().validate().map_err(TrainError::Invalid)

@@ -19,6 +19,20 @@ use super::{Result, TrainConfig};
 /// Variable names of the head (in checkpoints beside the DiT's; never exported).
 pub const NAMES: [&str; 2] = ["motion_head.weight", "motion_head.bias"];
 
+/// The DiT trace entry the head reads: the output of block `displacement_layer` (1-based), or
+/// by default `head_in`, the last block's output.
+///
+/// Why a choice: a head on the last block's output learns the caption's direction words while
+/// the velocity beside it does not use them (segment 11 in the model card): no attention is
+/// left after that point to move content between frames. Read at a middle block, the motion
+/// the head needs sits in the residual stream that the later blocks' attention reads.
+pub fn trace_name(cfg: &TrainConfig) -> String {
+    match cfg.displacement_layer {
+        Some(k) => format!("block{}_out", k - 1),
+        None => "head_in".to_string(),
+    }
+}
+
 /// Displacements are divided by this (pixels per frame) before the loss: objects move 1 to
 /// 4 px per frame at 32x32, so targets are of order one.
 pub const DISPLACEMENT_SCALE: f32 = 2.0;
