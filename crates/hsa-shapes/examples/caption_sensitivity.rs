@@ -110,25 +110,9 @@ fn main() {
                 sums[i] += err.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64 / moving;
             }
         }
-        let ratios: Vec<String> = sums[1..]
-            .iter()
-            .map(|e| format!("{:>9.3}", e / sums[0]))
-            .collect();
-        println!(
-            "{s:<5}  {}   (true caption: {:.4})",
-            ratios.join(""),
-            sums[0] / n
-        );
+        print_ratios(&format!("{s:<5}"), &sums, n);
         if head.is_some() {
-            let ratios: Vec<String> = head_sums[1..]
-                .iter()
-                .map(|e| format!("{:>9.3}", e / head_sums[0]))
-                .collect();
-            println!(
-                "  head {}   (true caption: {:.4})",
-                ratios.join(""),
-                head_sums[0] / n
-            );
+            print_ratios("  head", &head_sums, n);
         }
     }
 
@@ -152,6 +136,20 @@ fn main() {
     println!(
         "rows   {}   (relative change of the encoder's output)",
         change.join("")
+    );
+}
+
+/// One row: each altered caption's summed error over the true caption's, then the true
+/// caption's mean error.
+fn print_ratios(label: &str, sums: &[f64; 5], n: f64) {
+    let ratios: Vec<String> = sums[1..]
+        .iter()
+        .map(|e| format!("{:>9.3}", e / sums[0]))
+        .collect();
+    println!(
+        "{label}  {}   (true caption: {:.4})",
+        ratios.join(""),
+        sums[0] / n
     );
 }
 
