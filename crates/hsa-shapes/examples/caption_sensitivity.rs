@@ -57,6 +57,25 @@ fn main() {
         .take(clips)
         .collect();
     let prompts: Vec<[String; 5]> = examples.iter().map(prompts).collect();
+    // Text contexts and displacement targets do not depend on the noise level: once per clip.
+    let contexts: Vec<Vec<Tensor>> = prompts
+        .iter()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| text.embed(p).unwrap().unsqueeze(0).unwrap())
+                .collect()
+        })
+        .collect();
+    let targets: Vec<Option<Tensor>> = examples
+        .iter()
+        .map(|ex| {
+            head.as_ref().map(|_| {
+                let d = displacement_field(&ex.layout, &cfg);
+                Tensor::from_vec(d, (1, 2, F, S, S), &dev).unwrap()
+            })
+        })
+        .collect();
+    let read = head.as_ref().map(|(c, _)| motion_head::trace_name(c));
     let n = examples.len() as f64;
 
     println!(
@@ -67,7 +86,9 @@ fn main() {
     for s in [0.95f64, 0.8, 0.6, 0.4] {
         let mut sums = [0f64; 5];
         let mut head_sums = [0f64; 5];
-        for (seed, (ex, prompts)) in examples.iter().zip(&prompts).enumerate() {
+        for (seed, ((ex, contexts), target)) in
+            examples.iter().zip(&contexts).zip(&targets).enumerate()
+        {
             let data = ex.clip.data().to_vec();
             let mask: Vec<f32> = motion_weights(&data, [F, S, S], 1.0)
                 .iter()
@@ -80,23 +101,15 @@ fn main() {
             let eps = Tensor::from_vec(noise, x0.shape(), &dev).unwrap();
             let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
             let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
-            let target = head.as_ref().map(|_| {
-                let d = displacement_field(&ex.layout, &cfg);
-                Tensor::from_vec(d, (1, 2, F, S, S), &dev).unwrap()
-            });
-            for (i, p) in prompts.iter().enumerate() {
-                let ctx = text.embed(p).unwrap().unsqueeze(0).unwrap();
+            for (i, ctx) in contexts.iter().enumerate() {
                 let mut hidden = None;
                 let mut keep = |name: &str, t: &Tensor| {
-                    if head
-                        .as_ref()
-                        .is_some_and(|(c, _)| name == motion_head::trace_name(c))
-                    {
+                    if read.as_deref() == Some(name) {
                         hidden = Some(t.clone());
                     }
                 };
-                let v = model.forward(&xt, &t, &ctx, None, Some(&mut keep)).unwrap();
-                if let (Some((tcfg, vars)), Some(target), Some(h)) = (&head, &target, &hidden) {
+                let v = model.forward(&xt, &t, ctx, None, Some(&mut keep)).unwrap();
+                if let (Some((tcfg, vars)), Some(target), Some(h)) = (&head, target, &hidden) {
                     let loss = motion_head::loss(tcfg, vars, h, target).unwrap();
                     head_sums[i] += loss.to_scalar::<f32>().unwrap() as f64;
                 }
