@@ -40,10 +40,14 @@ MOTION_WEIGHT=${MOTION_WEIGHT:-0}
 DISPLACEMENT_WEIGHT=${DISPLACEMENT_WEIGHT:-0}
 # The block (1 to LAYERS) whose output the head reads; empty: the last block's.
 DISPLACEMENT_LAYER=${DISPLACEMENT_LAYER:-}
+# Fraction of clips drawn as one object moving straight without pan (a curriculum for the
+# direction words; 0: the whole world, as segments 1-11).
+SINGLE_MOVER_FRACTION=${SINGLE_MOVER_FRACTION:-0}
 # Data seed: segments 1-2 used the default 0; each later segment its own.
 SEED=${SEED:-0}
 ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$FRAMES" --size 32 --lr "$LR" --ema-decay "$EMA"
-  --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT" --displacement-weight "$DISPLACEMENT_WEIGHT" --seed "$SEED")
+  --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT" --displacement-weight "$DISPLACEMENT_WEIGHT" --single-mover-fraction "$SINGLE_MOVER_FRACTION"
+  --seed "$SEED")
 [ -n "$DISPLACEMENT_LAYER" ] && ARCH+=(--displacement-layer "$DISPLACEMENT_LAYER")
 mkdir -p "$OUT"
 

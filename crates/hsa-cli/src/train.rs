@@ -82,6 +82,10 @@ pub struct ShapesArgs {
     /// it can use the motion it must encode; default: the last block's.
     #[arg(long)]
     pub displacement_layer: Option<usize>,
+    /// Fraction (0 to 1) of the clips drawn as one object moving straight, without camera pan:
+    /// a curriculum for the direction words. 0 draws the whole world.
+    #[arg(long, default_value_t = 0.0)]
+    pub single_mover_fraction: f64,
 }
 
 impl ShapesArgs {
@@ -107,6 +111,7 @@ impl ShapesArgs {
             motion_weight: self.motion_weight,
             displacement_weight: self.displacement_weight,
             displacement_layer: self.displacement_layer,
+            single_mover_fraction: self.single_mover_fraction,
             ..Default::default()
         }
     }

@@ -163,12 +163,16 @@ fn bad_inputs_fail_cleanly_without_output() {
 fn a_bad_training_configuration_fails_before_its_work_folder_exists() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("run");
-    let cases: [(&[&str], &str); 2] = [
+    let cases: [(&[&str], &str); 3] = [
         (
             &["--displacement-weight", "1", "--displacement-layer", "9"],
             "displacement layer 9 must name one of the 6 blocks",
         ),
         (&["--displacement-layer", "2"], "without a motion head"),
+        (
+            &["--single-mover-fraction", "1.5"],
+            "single-mover fraction 1.5 must lie in [0, 1]",
+        ),
     ];
     for (extra, needle) in cases {
         let mut args = vec![

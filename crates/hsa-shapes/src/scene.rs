@@ -466,6 +466,24 @@ pub fn sample_train(seed: u64) -> SceneSpec {
         .expect("unbounded search")
 }
 
+/// A single straight mover: one object moving in one of the eight directions, with no camera
+/// pan. The trainer's curriculum (`single_mover_fraction`) draws these so that each clip's
+/// motion is set by its caption's direction words alone, with no other object to bind them
+/// to and no pan to subtract.
+pub fn is_single_mover(spec: &SceneSpec) -> bool {
+    matches!(spec.objects.as_slice(), [o] if matches!(o.motion, Motion::Moving(_)))
+        && spec.camera.is_none()
+}
+
+/// A training scene that is a single straight mover: [`sample_train`]'s distribution
+/// conditioned on [`is_single_mover`] (re-drawn deterministically until it is one).
+pub fn sample_single_mover(seed: u64) -> SceneSpec {
+    (0u64..)
+        .map(|attempt| sample_train(crate::rng::mix(seed ^ 0x51_6E1E_0000_0000, attempt)))
+        .find(is_single_mover)
+        .expect("unbounded search")
+}
+
 /// An evaluation scene: [`sample_scene`] draws until the scene is held out, i.e. it contains
 /// at least one held-out triple.
 pub fn sample_eval(seed: u64) -> SceneSpec {
@@ -495,6 +513,28 @@ mod tests {
         for (i, m) in Motion::ALL.iter().enumerate() {
             assert_eq!(m.index(), i);
         }
+    }
+
+    #[test]
+    fn single_movers_are_one_straight_mover_without_pan_from_the_training_part() {
+        let mut directions = std::collections::HashSet::new();
+        for seed in 0..400 {
+            let spec = sample_single_mover(seed);
+            spec.validate().unwrap();
+            assert!(!is_held_out(&spec), "seed {seed}: held-out scene");
+            assert_eq!(spec.objects.len(), 1, "seed {seed}");
+            assert_eq!(spec.camera, None, "seed {seed}");
+            match spec.objects[0].motion {
+                Motion::Moving(d) => directions.insert(d),
+                other => panic!("seed {seed}: {other:?}"),
+            };
+        }
+        assert_eq!(directions.len(), 8, "every direction is drawn");
+        let mixed = (0..400).map(sample_train).filter(is_single_mover).count();
+        assert!(
+            (20..120).contains(&mixed),
+            "{mixed} of 400 plain training scenes"
+        );
     }
 
     #[test]

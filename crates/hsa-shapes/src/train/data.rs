@@ -2,7 +2,7 @@
 //! the CPU from the run's seed and the step alone.
 
 use crate::rng::Rng;
-use crate::{displacement_field, generate_train};
+use crate::{displacement_field, generate_single_mover, generate_train};
 
 use super::TrainConfig;
 
@@ -26,13 +26,20 @@ pub struct BatchDraw {
 }
 
 /// Draws update `step`'s batch. Sample `i` is generator clip `mix(seed, step·B + i)` with its
-/// own noise stream, so samples are drawn in parallel (up to `threads` at once).
+/// own noise stream, so samples are drawn in parallel (up to `threads` at once). With a
+/// `single_mover_fraction` each sample is, with that probability (decided from its own seed),
+/// a single straight mover instead.
 pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
     let clip_cfg = cfg.clip();
     let per = 3 * cfg.frames * cfg.height * cfg.width;
     let sample = |i: usize| {
         let seed = crate::rng::mix(cfg.seed, (step * cfg.batch + i) as u64);
-        let ex = generate_train(seed, &clip_cfg);
+        let single = cfg.single_mover_fraction > 0.0
+            && Rng::stream(seed, 0x51_6E1E).chance(cfg.single_mover_fraction as f32);
+        let ex = match single {
+            true => generate_single_mover(seed, &clip_cfg),
+            false => generate_train(seed, &clip_cfg),
+        };
         let displacement = match cfg.displacement_weight > 0.0 {
             true => displacement_field(&ex.layout, &clip_cfg),
             false => Vec::new(),
@@ -192,6 +199,37 @@ mod tests {
         let draw = draw_batch(&cfg, 0, 1);
         assert_eq!(draw.weights.len(), 2 * 3 * 8 * 8);
         assert!(draw.weights.iter().all(|&x| (1.0..=4.0).contains(&x)));
+    }
+
+    #[test]
+    fn the_single_mover_fraction_sets_how_many_clips_are_one_straight_mover() {
+        let cfg = |fraction: f64| TrainConfig {
+            width: 8,
+            height: 8,
+            frames: 3,
+            batch: 16,
+            cfg_dropout: 0.0,
+            single_mover_fraction: fraction,
+            ..Default::default()
+        };
+        let singles = |fraction: f64| -> usize {
+            (0..4)
+                .flat_map(|step| draw_batch(&cfg(fraction), step, 2).prompts)
+                .filter(|p| crate::is_single_mover(&crate::parse_caption(p).unwrap()))
+                .count()
+        };
+        // 64 clips each: the whole world has about one in six; the curriculum all, or half.
+        assert!(singles(0.0) < 25, "{}", singles(0.0));
+        assert_eq!(singles(1.0), 64);
+        assert!((24..=48).contains(&singles(0.5)), "{}", singles(0.5));
+        // Clips are still the generator's own, rendered from their sample seed.
+        let draw = draw_batch(&cfg(1.0), 1, 1);
+        let seed = crate::rng::mix(0, 16);
+        let ex = generate_single_mover(seed, &cfg(1.0).clip());
+        assert_eq!(
+            (&draw.x0[..3 * 64 * 3], &draw.prompts[0]),
+            (ex.clip.data(), &ex.caption)
+        );
     }
 
     #[test]

@@ -115,6 +115,12 @@ pub struct TrainConfig {
     /// it, reads the last block's (`head_in`). See [`motion_head::trace_name`].
     #[serde(default)]
     pub displacement_layer: Option<usize>,
+    /// Fraction of each batch's clips drawn as single straight movers without pan
+    /// ([`crate::sample_single_mover`]) instead of from the whole training world: a
+    /// curriculum for the direction words, which every clip of that kind depends on. 0, as
+    /// every run before it, draws the whole world only.
+    #[serde(default)]
+    pub single_mover_fraction: f64,
 }
 
 impl Default for TrainConfig {
@@ -145,6 +151,7 @@ impl Default for TrainConfig {
             motion_weight: 0.0,
             displacement_weight: 0.0,
             displacement_layer: None,
+            single_mover_fraction: 0.0,
         }
     }
 }
@@ -208,6 +215,10 @@ impl TrainConfig {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(format!("{what} {w} must be a finite number >= 0"));
             }
+        }
+        let f = self.single_mover_fraction;
+        if !(0.0..=1.0).contains(&f) {
+            return bad(format!("single-mover fraction {f} must lie in [0, 1]"));
         }
         if let Some(k) = self.displacement_layer {
             if self.displacement_weight == 0.0 {
