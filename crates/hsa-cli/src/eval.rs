@@ -66,8 +66,10 @@ enum EvalCommand {
         model: Option<PathBuf>,
         #[arg(long, default_value_t = 50)]
         captions: usize,
-        /// Caption space: `held-out` (never trained on; the model card's score) or `train`
-        /// (new scenes from the training part: a validation set for choosing settings).
+        /// Caption space: `held-out` (never trained on; the model card's score), `train`
+        /// (new scenes from the training part: a validation set for choosing settings) or
+        /// `single-mover` (training-part scenes of one object moving straight, no pan: does
+        /// the model follow the direction words at all).
         #[arg(long, default_value = "held-out")]
         split: hsa_eval::shapes::CaptionSplit,
         #[arg(long, default_value_t = 0)]
