@@ -6,8 +6,9 @@
 # (shift 2, motion weight 4, EMA 0.995, no motion head unless DISPLACEMENT_WEIGHT is set); VAR
 # overrides one of them. Not run by CI.
 #
-# Each arm's export is then read by the caption_sensitivity example on the machine's CPU
-# cores: whether reversing a caption's direction raises the model's error (the seventh bundled
+# Each arm's export is also scored on the single-mover split (one object moving straight, no
+# pan: does it follow the direction words where nothing else competes), and read by the
+# caption_sensitivity example on the machine's CPU cores: whether reversing a caption's direction raises the model's error (the seventh bundled
 # model: ratio 1.00, it ignores the direction words), and, in an arm that trains the motion
 # head, whether it raises the head's error. That is far more sensitive to a model starting to
 # use direction than the checker's direction score, which moves by a few hundredths between
@@ -46,6 +47,9 @@ for value in $VALUES; do
   head=()  # the motion head's folder, where this arm trained one
   grep -q '"displacement_weight": 0.0' "$arm-work/train_config.json" 2>/dev/null || head=("$arm-work")
   { tail -n 20 "$arm.log"; echo "--- loss.csv (last 3)"; tail -n 3 "$arm/loss.csv"
+    echo "--- checker, single-mover split (48 captions)"
+    timeout "${EVAL_S:-30}" "$BIN" eval checker --model /tmp/shapes-wan --split single-mover --captions 48 \
+      --device "${DEVICE:-cuda}" --out "/tmp/single-$value.json" | tail -n 3
     echo "--- caption_sensitivity"; "$sens" /tmp/shapes-wan "${SENS_CLIPS:-32}" "${head[@]}"; } > "$OUT/$value/report.txt" 2>&1 || true
 done
 ls -la "$OUT"/*
