@@ -31,6 +31,11 @@ pub enum CaptionSplit {
     SingleMover,
 }
 
+/// Scene seeds of the validation splits are `i ^ VALIDATION_STREAM`. Training runs draw
+/// `generate_train(mix(seed, n))`, a different stream, so these scenes are new draws from the
+/// training part of the caption space.
+const VALIDATION_STREAM: u64 = 0x5A11_DA7E_0000_0000;
+
 impl CaptionSplit {
     /// How reports name the split's captions ("held-out", "training-space").
     pub fn label(self) -> &'static str {
@@ -45,10 +50,8 @@ impl CaptionSplit {
     pub fn scene(self, i: u64) -> SceneSpec {
         match self {
             CaptionSplit::HeldOut => sample_eval(i),
-            // Training runs draw `generate_train(mix(seed, n))`; this stream is a different
-            // one, so the scenes are new draws from the same caption space.
-            CaptionSplit::Train => sample_train(i ^ 0x5A11_DA7E_0000_0000),
-            CaptionSplit::SingleMover => sample_single_mover(i ^ 0x5A11_DA7E_0000_0000),
+            CaptionSplit::Train => sample_train(i ^ VALIDATION_STREAM),
+            CaptionSplit::SingleMover => sample_single_mover(i ^ VALIDATION_STREAM),
         }
     }
 }
