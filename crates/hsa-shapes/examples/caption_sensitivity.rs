@@ -21,6 +21,9 @@
 //! head that reads the direction words shows a ratio above one even where the DiT's velocity
 //! does not.
 //!
+//! The clips have 9 frames unless `FRAMES` says otherwise (the DiT takes any frame count): at 5
+//! frames the world's objects step twice as far between neighbouring frames.
+//!
 //!     cargo run --release -p hsa-shapes --example caption_sensitivity -- models/shapes-wan [CLIPS [WORK]]
 use candle_core::{DType, Device, Tensor, Var};
 use hsa_models::wan::WanModel;
@@ -32,7 +35,6 @@ use hsa_shapes::{
     ObjectSpec, Shape,
 };
 
-const F: usize = 9;
 const S: usize = 32;
 const LABELS: [&str; 4] = ["reversed", "colour", "shape", "empty"];
 
@@ -40,6 +42,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let dir = std::path::PathBuf::from(args.next().expect("model folder"));
     let clips: usize = args.next().map_or(24, |a| a.parse().expect("clip count"));
+    let f: usize = std::env::var("FRAMES").map_or(9, |v| v.parse().expect("FRAMES: a frame count"));
     let dev = Device::Cpu;
     let model = WanModel::load_dir(&dir.join("transformer"), Some(DType::F32), &dev).unwrap();
     let text = TextStack::load(&dir, 32, &dev).unwrap();
@@ -49,7 +52,7 @@ fn main() {
     let cfg = ClipConfig {
         width: S,
         height: S,
-        frames: F,
+        frames: f,
     };
     let examples: Vec<Example> = (0..)
         .map(|seed| generate_train(7_000 + seed, &cfg))
@@ -71,7 +74,7 @@ fn main() {
         .map(|ex| {
             head.as_ref().map(|_| {
                 let d = displacement_field(&ex.layout, &cfg);
-                Tensor::from_vec(d, (1, 2, F, S, S), &dev).unwrap()
+                Tensor::from_vec(d, (1, 2, f, S, S), &dev).unwrap()
             })
         })
         .collect();
@@ -90,13 +93,13 @@ fn main() {
             examples.iter().zip(&contexts).zip(&targets).enumerate()
         {
             let data = ex.clip.data().to_vec();
-            let mask: Vec<f32> = motion_weights(&data, [F, S, S], 1.0)
+            let mask: Vec<f32> = motion_weights(&data, [f, S, S], 1.0)
                 .iter()
                 .map(|w| if *w > 1.5 { 1.0 } else { 0.0 })
                 .collect();
             let moving = 3.0 * mask.iter().sum::<f32>().max(1.0) as f64;
-            let mask = Tensor::from_vec(mask, (1, 1, F, S, S), &dev).unwrap();
-            let x0 = Tensor::from_vec(data, (1, 3, F, S, S), &dev).unwrap();
+            let mask = Tensor::from_vec(mask, (1, 1, f, S, S), &dev).unwrap();
+            let x0 = Tensor::from_vec(data, (1, 3, f, S, S), &dev).unwrap();
             let noise = hsa_models::wan::init::normal(x0.elem_count(), 1.0, seed as u64, "noise");
             let eps = Tensor::from_vec(noise, x0.shape(), &dev).unwrap();
             let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
