@@ -1,0 +1,205 @@
+//! Diagnostic: does an exported model know where in the clip each token is?
+//!
+//! The DiT has no absolute positions: 3-D RoPE makes self-attention see only offsets between
+//! tokens, and the patch embedding has no padding. To draw "a circle moving right" at high
+//! noise, where the object's position is not yet in the input, the best x0 guess puts the
+//! object left of centre in early frames and right of it in late ones, which needs each token
+//! to know its frame index. Without an anchor (real Wan has one: its causal VAE encodes the
+//! first frame alone, so latent frame 0 looks unlike the others) the model can learn it only
+//! from edge effects of attention.
+//!
+//! A linear probe (ridge regression on one-hot labels, then arg max) is fitted on the hidden
+//! state after chosen blocks, over the tokens of training clips noised to one level, and
+//! scored on other clips: accuracy for the frame index and for the column (chance 1/F and
+//! 1/8), and for first frame against last on those two frames' tokens alone (chance 1/2: the
+//! frame index may be readable near both ends, as distance from an edge, without telling
+//! early from late, which is what a direction needs). Printed per noise level and block, after
+//! a control row (`input`) that fits the same probes on each token's noised pixels: the
+//! world is symmetric under time reversal, so there the frame probes must sit at chance, and
+//! what the blocks add above it is the model's own sense of time.
+//!
+//!     cargo run --release -p hsa-shapes --example position_probe -- models/shapes-wan [CLIPS]
+use candle_core::{DType, Device, Tensor};
+use hsa_models::wan::WanModel;
+use hsa_shapes::train::text_stack::TextStack;
+use hsa_shapes::{generate_train, ClipConfig};
+
+const S: usize = 32;
+const PATCH: usize = 4;
+const BLOCKS: [usize; 3] = [0, 2, 5];
+/// Ridge penalty, relative to the mean diagonal of the Gram matrix.
+const RIDGE: f64 = 1e-3;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = std::path::PathBuf::from(args.next().expect("model folder"));
+    let clips: usize = args.next().map_or(24, |a| a.parse().expect("clip count"));
+    let f: usize = std::env::var("FRAMES").map_or(9, |v| v.parse().expect("FRAMES"));
+    let dev = Device::Cpu;
+    let model = WanModel::load_dir(&dir.join("transformer"), Some(DType::F32), &dev).unwrap();
+    let text = TextStack::load(&dir, 32, &dev).unwrap();
+    let cfg = ClipConfig {
+        width: S,
+        height: S,
+        frames: f,
+    };
+    let grid = S / PATCH;
+    let tokens = f * grid * grid;
+    let frame_of: Vec<usize> = (0..tokens).map(|i| i / (grid * grid)).collect();
+    let column_of: Vec<usize> = (0..tokens).map(|i| i % grid).collect();
+    // Probes are fitted on the first 3/4 of the clips and scored on the rest.
+    let fit = clips * 3 / 4;
+    println!("{clips} clips ({fit} to fit), {f} frames; probe accuracy on held-back clips");
+    println!(
+        "sigma  block   frame (chance {:.2})   column (chance {:.2})   first/last (chance 0.50)",
+        1.0 / f as f64,
+        1.0 / grid as f64
+    );
+    for s in [0.95f64, 0.8, 0.6] {
+        // hidden[0] = the tokens' noised pixels, hidden[1 + k] = the output of BLOCKS[k]: rows
+        // of every clip's tokens, clip after clip.
+        let mut hidden: Vec<Vec<Vec<f32>>> = vec![Vec::new(); 1 + BLOCKS.len()];
+        for c in 0..clips {
+            let ex = generate_train(9_000 + c as u64, &cfg);
+            let x0 = Tensor::from_vec(ex.clip.data().to_vec(), (1, 3, f, S, S), &dev).unwrap();
+            let noise = hsa_models::wan::init::normal(x0.elem_count(), 1.0, c as u64, "noise");
+            let eps = Tensor::from_vec(noise, x0.shape(), &dev).unwrap();
+            let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
+            let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
+            hidden[0].extend(patches(&xt.flatten_all().unwrap().to_vec1().unwrap(), f));
+            let ctx = text.embed(&ex.caption).unwrap().unsqueeze(0).unwrap();
+            let mut keep = |name: &str, h: &Tensor| {
+                if let Some(k) = BLOCKS.iter().position(|b| name == format!("block{b}_out")) {
+                    hidden[1 + k].extend(h.squeeze(0).unwrap().to_vec2::<f32>().unwrap());
+                }
+            };
+            model.forward(&xt, &t, &ctx, None, Some(&mut keep)).unwrap();
+        }
+        for (k, rows) in hidden.iter().enumerate() {
+            let label = |of: &[usize], n: usize| {
+                let ys: Vec<usize> = (0..rows.len()).map(|i| of[i % tokens]).collect();
+                probe(rows, &ys, n, fit * tokens)
+            };
+            // Tokens of the first and the last frame only, labelled 0 and 1.
+            let ends: Vec<(Vec<f32>, usize)> = rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| frame_of[i % tokens] == 0 || frame_of[i % tokens] == f - 1)
+                .map(|(i, r)| (r.clone(), usize::from(frame_of[i % tokens] != 0)))
+                .collect();
+            let (end_rows, end_labels): (Vec<_>, Vec<_>) = ends.into_iter().unzip();
+            let per_clip = 2 * grid * grid;
+            println!(
+                "{s:<5}  {:>5}   {:>17.3}   {:>18.3}   {:>22.3}",
+                if k == 0 {
+                    "input".to_string()
+                } else {
+                    BLOCKS[k - 1].to_string()
+                },
+                label(&frame_of, f),
+                label(&column_of, grid),
+                probe(&end_rows, &end_labels, 2, fit * per_clip)
+            );
+        }
+    }
+}
+
+/// Each token's pixels (3 x PATCH x PATCH values) of a `[3, f, S, S]` clip, in token order.
+fn patches(clip: &[f32], f: usize) -> Vec<Vec<f32>> {
+    let grid = S / PATCH;
+    let mut rows = Vec::with_capacity(f * grid * grid);
+    for t in 0..f {
+        for r in 0..grid {
+            for c in 0..grid {
+                let mut row = Vec::with_capacity(3 * PATCH * PATCH);
+                for ch in 0..3 {
+                    for i in 0..PATCH {
+                        for j in 0..PATCH {
+                            row.push(clip[((ch * f + t) * S + r * PATCH + i) * S + c * PATCH + j]);
+                        }
+                    }
+                }
+                rows.push(row);
+            }
+        }
+    }
+    rows
+}
+
+/// Fits a ridge regression from `rows[..fit]` to one-hot `labels` (with a bias column) and
+/// returns the arg-max accuracy on `rows[fit..]`.
+fn probe(rows: &[Vec<f32>], labels: &[usize], classes: usize, fit: usize) -> f64 {
+    let d = rows[0].len() + 1;
+    let feature = |r: &[f32], j: usize| if j + 1 == d { 1.0 } else { r[j] as f64 };
+    let mut gram = vec![0f64; d * d];
+    let mut rhs = vec![0f64; d * classes];
+    for (r, &y) in rows[..fit].iter().zip(labels) {
+        let x: Vec<f64> = (0..d).map(|j| feature(r, j)).collect();
+        for i in 0..d {
+            for j in 0..=i {
+                gram[i * d + j] += x[i] * x[j];
+            }
+            rhs[i * classes + y] += x[i];
+        }
+    }
+    let mean_diag = (0..d).map(|i| gram[i * d + i]).sum::<f64>() / d as f64;
+    for i in 0..d {
+        gram[i * d + i] += RIDGE * mean_diag;
+        for j in 0..i {
+            gram[j * d + i] = gram[i * d + j];
+        }
+    }
+    let w = solve_spd(gram, rhs, d, classes);
+    let correct = rows[fit..]
+        .iter()
+        .zip(&labels[fit..])
+        .filter(|(r, &y)| {
+            let score = |c: usize| {
+                (0..d)
+                    .map(|j| feature(r, j) * w[j * classes + c])
+                    .sum::<f64>()
+            };
+            (0..classes)
+                .max_by(|&a, &b| score(a).total_cmp(&score(b)))
+                .unwrap()
+                == y
+        })
+        .count();
+    correct as f64 / (rows.len() - fit) as f64
+}
+
+/// Solves `a x = b` for a symmetric positive definite `a` (d x d) and `b` (d x m) by Cholesky.
+fn solve_spd(mut a: Vec<f64>, mut b: Vec<f64>, d: usize, m: usize) -> Vec<f64> {
+    for j in 0..d {
+        let mut diag = a[j * d + j];
+        for k in 0..j {
+            diag -= a[j * d + k] * a[j * d + k];
+        }
+        let diag = diag.sqrt();
+        a[j * d + j] = diag;
+        for i in j + 1..d {
+            let mut v = a[i * d + j];
+            for k in 0..j {
+                v -= a[i * d + k] * a[j * d + k];
+            }
+            a[i * d + j] = v / diag;
+        }
+    }
+    for c in 0..m {
+        for i in 0..d {
+            let mut v = b[i * m + c];
+            for k in 0..i {
+                v -= a[i * d + k] * b[k * m + c];
+            }
+            b[i * m + c] = v / a[i * d + i];
+        }
+        for i in (0..d).rev() {
+            let mut v = b[i * m + c];
+            for k in i + 1..d {
+                v -= a[k * d + i] * b[k * m + c];
+            }
+            b[i * m + c] = v / a[i * d + i];
+        }
+    }
+    b
+}
