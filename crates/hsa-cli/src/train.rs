@@ -86,6 +86,10 @@ pub struct ShapesArgs {
     /// a curriculum for the direction words. 0 draws the whole world.
     #[arg(long, default_value_t = 0.0)]
     pub single_mover_fraction: f64,
+    /// Experimental time anchor: added to every value of each training clip's first frame
+    /// (-2 to 2). A model trained with it generates that frame offset; 0 adds nothing.
+    #[arg(long, default_value_t = 0.0)]
+    pub first_frame_offset: f64,
 }
 
 impl ShapesArgs {
@@ -112,6 +116,7 @@ impl ShapesArgs {
             displacement_weight: self.displacement_weight,
             displacement_layer: self.displacement_layer,
             single_mover_fraction: self.single_mover_fraction,
+            first_frame_offset: self.first_frame_offset,
             ..Default::default()
         }
     }

@@ -22,17 +22,20 @@
 //! does not.
 //!
 //! The clips have 9 frames unless `FRAMES` says otherwise (the DiT takes any frame count): at 5
-//! frames the world's objects step twice as far between neighbouring frames.
+//! frames the world's objects step twice as far between neighbouring frames. With `SINGLE=1`
+//! the clips are single movers (one object moving straight, no pan), for models trained on
+//! those alone (`--single-mover-fraction 1`). `ANCHOR=o` adds `o` to the clips' first frame,
+//! for models trained with `--first-frame-offset o`.
 //!
 //!     cargo run --release -p hsa-shapes --example caption_sensitivity -- models/shapes-wan [CLIPS [WORK]]
 use candle_core::{DType, Device, Tensor, Var};
 use hsa_models::wan::WanModel;
-use hsa_shapes::train::data::motion_weights;
+use hsa_shapes::train::data::{motion_weights, offset_first_frame};
 use hsa_shapes::train::text_stack::TextStack;
 use hsa_shapes::train::{motion_head, TrainConfig};
 use hsa_shapes::{
-    caption, displacement_field, generate_train, BgColour, ClipConfig, Direction, Example, Motion,
-    ObjectSpec, Shape,
+    caption, displacement_field, generate_single_mover, generate_train, BgColour, ClipConfig,
+    Direction, Example, Motion, ObjectSpec, Shape,
 };
 
 const S: usize = 32;
@@ -54,8 +57,16 @@ fn main() {
         height: S,
         frames: f,
     };
+    let anchor: f32 = std::env::var("ANCHOR").map_or(0.0, |v| v.parse().expect("ANCHOR"));
+    let single = std::env::var("SINGLE").is_ok_and(|v| v == "1");
     let examples: Vec<Example> = (0..)
-        .map(|seed| generate_train(7_000 + seed, &cfg))
+        .map(|seed| {
+            if single {
+                generate_single_mover(7_000 + seed, &cfg)
+            } else {
+                generate_train(7_000 + seed, &cfg)
+            }
+        })
         .filter(|ex| matches!(ex.spec.objects[0].motion, Motion::Moving(_)))
         .take(clips)
         .collect();
@@ -92,11 +103,12 @@ fn main() {
         for (seed, ((ex, contexts), target)) in
             examples.iter().zip(&contexts).zip(&targets).enumerate()
         {
-            let data = ex.clip.data().to_vec();
+            let mut data = ex.clip.data().to_vec();
             let mask: Vec<f32> = motion_weights(&data, [f, S, S], 1.0)
                 .iter()
                 .map(|w| if *w > 1.5 { 1.0 } else { 0.0 })
                 .collect();
+            offset_first_frame(&mut data, f, S * S, anchor);
             let moving = 3.0 * mask.iter().sum::<f32>().max(1.0) as f64;
             let mask = Tensor::from_vec(mask, (1, 1, f, S, S), &dev).unwrap();
             let x0 = Tensor::from_vec(data, (1, 3, f, S, S), &dev).unwrap();

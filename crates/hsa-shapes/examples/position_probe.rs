@@ -18,9 +18,13 @@
 //! world is symmetric under time reversal, so there the frame probes must sit at chance, and
 //! what the blocks add above it is the model's own sense of time.
 //!
+//! `ANCHOR=o` adds `o` to the clips' first frame, for models trained with
+//! `--first-frame-offset o`.
+//!
 //!     cargo run --release -p hsa-shapes --example position_probe -- models/shapes-wan [CLIPS]
 use candle_core::{DType, Device, Tensor};
 use hsa_models::wan::WanModel;
+use hsa_shapes::train::data::offset_first_frame;
 use hsa_shapes::train::text_stack::TextStack;
 use hsa_shapes::{generate_train, ClipConfig};
 
@@ -35,6 +39,7 @@ fn main() {
     let dir = std::path::PathBuf::from(args.next().expect("model folder"));
     let clips: usize = args.next().map_or(24, |a| a.parse().expect("clip count"));
     let f: usize = std::env::var("FRAMES").map_or(9, |v| v.parse().expect("FRAMES"));
+    let anchor: f32 = std::env::var("ANCHOR").map_or(0.0, |v| v.parse().expect("ANCHOR"));
     let dev = Device::Cpu;
     let model = WanModel::load_dir(&dir.join("transformer"), Some(DType::F32), &dev).unwrap();
     let text = TextStack::load(&dir, 32, &dev).unwrap();
@@ -61,7 +66,9 @@ fn main() {
         let mut hidden: Vec<Vec<Vec<f32>>> = vec![Vec::new(); 1 + BLOCKS.len()];
         for c in 0..clips {
             let ex = generate_train(9_000 + c as u64, &cfg);
-            let x0 = Tensor::from_vec(ex.clip.data().to_vec(), (1, 3, f, S, S), &dev).unwrap();
+            let mut data = ex.clip.data().to_vec();
+            offset_first_frame(&mut data, f, S * S, anchor);
+            let x0 = Tensor::from_vec(data, (1, 3, f, S, S), &dev).unwrap();
             let noise = hsa_models::wan::init::normal(x0.elem_count(), 1.0, c as u64, "noise");
             let eps = Tensor::from_vec(noise, x0.shape(), &dev).unwrap();
             let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
@@ -75,7 +82,8 @@ fn main() {
             };
             model.forward(&xt, &t, &ctx, None, Some(&mut keep)).unwrap();
         }
-        for (k, rows) in hidden.iter().enumerate() {
+        // Blocks past the model's depth leave their rows empty.
+        for (k, rows) in hidden.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
             let label = |of: &[usize], n: usize| {
                 let ys: Vec<usize> = (0..rows.len()).map(|i| of[i % tokens]).collect();
                 probe(rows, &ys, n, fit * tokens)

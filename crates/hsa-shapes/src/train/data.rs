@@ -95,7 +95,27 @@ pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
             .flat_map(|x| motion_weights(x, clip, cfg.motion_weight as f32))
             .collect();
     }
+    if cfg.first_frame_offset != 0.0 {
+        let frame = cfg.height * cfg.width;
+        offset_first_frame(
+            &mut draw.x0,
+            cfg.frames,
+            frame,
+            cfg.first_frame_offset as f32,
+        );
+    }
     draw
+}
+
+/// Adds `offset` to the first frame of every `[3, frames, H, W]` clip in `x0` (clips back to
+/// back, `frame` = H·W values per channel and frame): the trainer's time anchor
+/// ([`TrainConfig::first_frame_offset`]).
+pub fn offset_first_frame(x0: &mut [f32], frames: usize, frame: usize, offset: f32) {
+    for channel in x0.chunks_mut(frames * frame) {
+        for v in &mut channel[..frame] {
+            *v += offset;
+        }
+    }
 }
 
 /// Deviation from the pixel's temporal median (in [-1, 1] units, largest over the channels)
@@ -229,6 +249,31 @@ mod tests {
         assert_eq!(
             (&draw.x0[..3 * 64 * 3], &draw.prompts[0]),
             (ex.clip.data(), &ex.caption)
+        );
+    }
+
+    #[test]
+    fn the_first_frame_offset_moves_only_each_clips_first_frame() {
+        let mut cfg = TrainConfig {
+            width: 8,
+            height: 8,
+            frames: 3,
+            batch: 2,
+            motion_weight: 2.0,
+            ..Default::default()
+        };
+        let plain = draw_batch(&cfg, 0, 1);
+        cfg.first_frame_offset = 0.5;
+        let anchored = draw_batch(&cfg, 0, 1);
+        // Per clip and channel: 64 values of frame 0, then 128 of frames 1-2.
+        for (i, (a, p)) in anchored.x0.iter().zip(&plain.x0).enumerate() {
+            let want = if i % (3 * 64) < 64 { p + 0.5 } else { *p };
+            assert_eq!(*a, want, "value {i}");
+        }
+        // Same clips, noise and captions otherwise; loss weights from the clean clips.
+        assert_eq!(
+            (&anchored.eps, &anchored.prompts, &anchored.weights),
+            (&plain.eps, &plain.prompts, &plain.weights)
         );
     }
 

@@ -121,6 +121,14 @@ pub struct TrainConfig {
     /// every run before it, draws the whole world only.
     #[serde(default)]
     pub single_mover_fraction: f64,
+    /// Added to every value of each clip's first frame before noising: a time anchor, as
+    /// real Wan's causal VAE gives its DiT by encoding frame 0 alone. The DiT has no
+    /// absolute positions, so without one it tells the first frame from the last only
+    /// weakly (`examples/position_probe.rs`), which a direction at high noise needs.
+    /// Experimental: a model trained with it generates frame 0 offset by this much, and
+    /// nothing downstream subtracts it yet. 0, as every run before it, adds nothing.
+    #[serde(default)]
+    pub first_frame_offset: f64,
 }
 
 impl Default for TrainConfig {
@@ -152,6 +160,7 @@ impl Default for TrainConfig {
             displacement_weight: 0.0,
             displacement_layer: None,
             single_mover_fraction: 0.0,
+            first_frame_offset: 0.0,
         }
     }
 }
@@ -215,6 +224,10 @@ impl TrainConfig {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(format!("{what} {w} must be a finite number >= 0"));
             }
+        }
+        let o = self.first_frame_offset;
+        if !(o.is_finite() && o.abs() <= 2.0) {
+            return bad(format!("first-frame offset {o} must lie in [-2, 2]"));
         }
         let f = self.single_mover_fraction;
         if !(0.0..=1.0).contains(&f) {
