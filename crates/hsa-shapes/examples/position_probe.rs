@@ -23,13 +23,13 @@
 //!
 //!     cargo run --release -p hsa-shapes --example position_probe -- models/shapes-wan [CLIPS]
 use candle_core::{DType, Device, Tensor};
+use hsa_models::wan::patch::patchify;
 use hsa_models::wan::WanModel;
 use hsa_shapes::train::data::offset_first_frame;
 use hsa_shapes::train::text_stack::TextStack;
 use hsa_shapes::{generate_train, ClipConfig};
 
 const S: usize = 32;
-const PATCH: usize = 4;
 const BLOCKS: [usize; 3] = [0, 2, 5];
 /// Ridge penalty, relative to the mean diagonal of the Gram matrix.
 const RIDGE: f64 = 1e-3;
@@ -48,7 +48,8 @@ fn main() {
         height: S,
         frames: f,
     };
-    let grid = S / PATCH;
+    // Token rows and columns per frame, from the model's own patch (square patches).
+    let grid = S / model.config().patch_size[1];
     let tokens = f * grid * grid;
     let frame_of: Vec<usize> = (0..tokens).map(|i| i / (grid * grid)).collect();
     let column_of: Vec<usize> = (0..tokens).map(|i| i % grid).collect();
@@ -73,7 +74,8 @@ fn main() {
             let eps = Tensor::from_vec(noise, x0.shape(), &dev).unwrap();
             let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
             let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
-            hidden[0].extend(patches(&xt.flatten_all().unwrap().to_vec1().unwrap(), f));
+            let pixels = patchify(&xt, model.config().patch_size).unwrap();
+            hidden[0].extend(pixels.squeeze(0).unwrap().to_vec2::<f32>().unwrap());
             let ctx = text.embed(&ex.caption).unwrap().unsqueeze(0).unwrap();
             let mut keep = |name: &str, h: &Tensor| {
                 if let Some(k) = BLOCKS.iter().position(|b| name == format!("block{b}_out")) {
@@ -110,28 +112,6 @@ fn main() {
             );
         }
     }
-}
-
-/// Each token's pixels (3 x PATCH x PATCH values) of a `[3, f, S, S]` clip, in token order.
-fn patches(clip: &[f32], f: usize) -> Vec<Vec<f32>> {
-    let grid = S / PATCH;
-    let mut rows = Vec::with_capacity(f * grid * grid);
-    for t in 0..f {
-        for r in 0..grid {
-            for c in 0..grid {
-                let mut row = Vec::with_capacity(3 * PATCH * PATCH);
-                for ch in 0..3 {
-                    for i in 0..PATCH {
-                        for j in 0..PATCH {
-                            row.push(clip[((ch * f + t) * S + r * PATCH + i) * S + c * PATCH + j]);
-                        }
-                    }
-                }
-                rows.push(row);
-            }
-        }
-    }
-    rows
 }
 
 /// Fits a ridge regression from `rows[..fit]` to one-hot `labels` (with a bias column) and
