@@ -51,6 +51,11 @@ pub struct ShapesArgs {
     /// Clip width and height.
     #[arg(long, default_value_t = 32)]
     pub size: usize,
+    /// The DiT's patch, frames x height x width (Wan's latent patch is 1,2,2 over a VAE that
+    /// folds 4 frames into one latent frame; this pixel-space model folds frames with a
+    /// temporal patch instead). Must divide the clip.
+    #[arg(long, value_name = "T,H,W", default_value = "1,4,4", value_parser = parse_patch)]
+    pub patch: [usize; 3],
     /// Timestep shift of the sampled training noise levels (1 = none).
     #[arg(long, default_value_t = 1.0)]
     pub shift: f64,
@@ -92,6 +97,18 @@ pub struct ShapesArgs {
     pub first_frame_offset: f64,
 }
 
+/// `T,H,W`: three positive integers.
+fn parse_patch(s: &str) -> std::result::Result<[usize; 3], String> {
+    let parts: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse().ok().filter(|&v| v > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("patch {s:?}: expected three positive integers T,H,W"))?;
+    parts
+        .try_into()
+        .map_err(|_| format!("patch {s:?}: expected three positive integers T,H,W"))
+}
+
 impl ShapesArgs {
     fn config(&self) -> hsa_shapes::train::TrainConfig {
         hsa_shapes::train::TrainConfig {
@@ -105,6 +122,7 @@ impl ShapesArgs {
             seed: self.seed,
             checkpoint_every: self.checkpoint_every,
             frames: self.frames,
+            patch: self.patch,
             width: self.size,
             height: self.size,
             shift: self.shift,

@@ -163,7 +163,7 @@ fn bad_inputs_fail_cleanly_without_output() {
 fn a_bad_training_configuration_fails_before_its_work_folder_exists() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("run");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--displacement-weight", "1", "--displacement-layer", "9"],
             "displacement layer 9 must name one of the 6 blocks",
@@ -177,6 +177,11 @@ fn a_bad_training_configuration_fails_before_its_work_folder_exists() {
             &["--first-frame-offset", "3"],
             "first-frame offset 3 must lie in [-2, 2]",
         ),
+        (
+            &["--patch", "3,4"],
+            "expected three positive integers T,H,W",
+        ),
+        (&["--patch", "2,4,4"], "not divisible by patch [2, 4, 4]"),
     ];
     for (extra, needle) in cases {
         let mut args = vec![

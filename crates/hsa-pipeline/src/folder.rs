@@ -467,8 +467,13 @@ impl ModelFolder {
         let p = self.dit_config.patch_size;
         grid_for(f, h, w, p).map_err(|_| {
             PipelineError::Invalid(format!(
-                "size {}x{} with {} frames does not fit the model's patch {p:?}: width and height must be multiples of {} and {}",
-                s.width, s.height, s.frames, p[2], p[1]
+                "size {}x{} with {} frames does not fit the model's patch {p:?}: width and height must be multiples of {} and {}{}",
+                s.width, s.height, s.frames, p[2], p[1],
+                match (p[0] > 1, self.vae.is_some()) {
+                    (false, _) => String::new(),
+                    (true, true) => format!(", and the latent frames a multiple of {}", p[0]),
+                    (true, false) => format!(", and the frames a multiple of {}", p[0]),
+                }
             ))
         })
     }
@@ -596,5 +601,38 @@ mod tests {
         );
         assert_eq!((d.shift, d.guidance, d.fps), (3.0, 4.0, 8.0));
         assert_eq!((d.sampler.as_str(), d.negative_prompt.as_str()), ("fm", ""));
+    }
+
+    /// A pixel-space model with a temporal patch (frames folded into tokens): the frame count
+    /// must divide by it, and the error says so rather than blaming the width and height.
+    #[test]
+    fn a_temporal_patch_needs_whole_frame_groups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = fixture("models/shapes-wan");
+        for part in [
+            "model_index.json",
+            "tokenizer/tokenizer.json",
+            "text_encoder/config.json",
+        ] {
+            std::fs::create_dir_all(tmp.path().join(part).parent().unwrap()).unwrap();
+            std::fs::copy(src.join(part), tmp.path().join(part)).unwrap();
+        }
+        let mut dit = read_json(&src.join("transformer/config.json")).unwrap();
+        dit["patch_size"] = serde_json::json!([3, 4, 4]);
+        std::fs::create_dir_all(tmp.path().join("transformer")).unwrap();
+        std::fs::write(tmp.path().join("transformer/config.json"), dit.to_string()).unwrap();
+        let f = ModelFolder::open(tmp.path()).unwrap();
+        let request = |frames| GenerateRequest {
+            model_dir: tmp.path().to_path_buf(),
+            frames: Some(frames),
+            ..Default::default()
+        };
+        let grid = f.grid(&f.settings(&request(9)).unwrap()).unwrap();
+        assert_eq!(grid.frames, 3, "9 frames in groups of 3");
+        let err = f
+            .grid(&f.settings(&request(8)).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("frames a multiple of 3"), "{err}");
     }
 }

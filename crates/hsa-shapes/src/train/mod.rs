@@ -626,6 +626,47 @@ mod tests {
         assert!(err.to_string().contains("different settings"), "{err}");
     }
 
+    /// Frames folded into tokens (`--patch 3,2,2` on 3-frame clips: one token per place) train
+    /// and export a model whose config carries the patch and whose velocity has the clip's shape.
+    #[test]
+    fn a_temporal_patch_trains_and_exports() {
+        let cfg = TrainConfig {
+            patch: [3, 2, 2],
+            steps: 2,
+            ..tiny()
+        };
+        let (work, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let run = train(&cfg, work.path(), &Device::Cpu, &mut |_| {}).unwrap();
+        assert!(run.final_loss.is_finite());
+        export(work.path(), out.path()).unwrap();
+        let model = WanModel::load_dir(
+            &out.path().join("transformer"),
+            Some(DType::F32),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(model.config().patch_size, [3, 2, 2]);
+        let text = TextStack::load(out.path(), 16, &Device::Cpu).unwrap();
+        let ctx = text
+            .embed("a red circle moving left on a gray background")
+            .unwrap();
+        let x = Tensor::zeros((1, 3, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+        let t = Tensor::new(&[500f32], &Device::Cpu).unwrap();
+        let v = model
+            .forward(&x, &t, &ctx.unsqueeze(0).unwrap(), None, None)
+            .unwrap();
+        assert_eq!(v.dims(), &[1, 3, 3, 8, 8]);
+        // 2 frames do not fold into groups of 3.
+        let err = train(
+            &TrainConfig { frames: 2, ..cfg },
+            tempfile::tempdir().unwrap().path(),
+            &Device::Cpu,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("not divisible by patch"), "{err}");
+    }
+
     #[test]
     fn a_resumed_run_equals_an_uninterrupted_one_and_exports_a_loadable_model() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
