@@ -25,7 +25,8 @@
 //! frames the world's objects step twice as far between neighbouring frames. With `SINGLE=1`
 //! the clips are single movers (one object moving straight, no pan), for models trained on
 //! those alone (`--single-mover-fraction 1`). `ANCHOR=o` adds `o` to the clips' first frame,
-//! for models trained with `--first-frame-offset o`.
+//! for models trained with `--first-frame-offset o`. `SIGMAS=1,0.95` picks the noise levels
+//! (default 0.95, 0.8, 0.6, 0.4); at 1 the `caption_prior` example gives the ceiling.
 //!
 //!     cargo run --release -p hsa-shapes --example caption_sensitivity -- models/shapes-wan [CLIPS [WORK]]
 use candle_core::{DType, Device, Tensor, Var};
@@ -97,7 +98,16 @@ fn main() {
         examples.len()
     );
     println!("sigma  {}", LABELS.map(|l| format!("{l:>9}")).join(""));
-    for s in [0.95f64, 0.8, 0.6, 0.4] {
+    let levels: Vec<f64> = std::env::var("SIGMAS").map_or(vec![0.95, 0.8, 0.6, 0.4], |v| {
+        v.split(',')
+            .map(|x| {
+                x.trim()
+                    .parse()
+                    .expect("SIGMAS: noise levels, comma-separated")
+            })
+            .collect()
+    });
+    for s in levels {
         let mut sums = [0f64; 5];
         let mut head_sums = [0f64; 5];
         for (seed, ((ex, contexts), target)) in
