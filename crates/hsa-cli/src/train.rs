@@ -95,6 +95,12 @@ pub struct ShapesArgs {
     /// (-2 to 2). A model trained with it generates that frame offset; 0 adds nothing.
     #[arg(long, default_value_t = 0.0)]
     pub first_frame_offset: f64,
+    /// Give the DiT each pixel's frame, row and column as three extra input channels, so it
+    /// can place objects by their caption at high noise (the export marks the model and
+    /// `hsa generate` appends the channels). With --init-from a plain model, the new channels'
+    /// weights start at zero.
+    #[arg(long)]
+    pub position_channels: bool,
 }
 
 /// `T,H,W`: three positive integers.
@@ -135,6 +141,7 @@ impl ShapesArgs {
             displacement_layer: self.displacement_layer,
             single_mover_fraction: self.single_mover_fraction,
             first_frame_offset: self.first_frame_offset,
+            position_channels: self.position_channels,
             ..Default::default()
         }
     }

@@ -401,6 +401,97 @@ fn teacache_calibration_fits_the_recorded_pairs() {
     }
 }
 
+/// A model trained with position channels generates through `hsa generate` (the channels
+/// are appended at every step, also for HSA's partial steps); a folder whose DiT takes more
+/// channels than it declares is refused with the reason.
+#[test]
+fn a_model_with_position_channels_trains_and_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (work, model) = (tmp.path().join("run"), tmp.path().join("model"));
+    let (work, model) = (work.to_str().unwrap(), model.to_str().unwrap());
+    let r = hsa(&[
+        "train",
+        "shapes",
+        "--work",
+        work,
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--dim",
+        "24",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+        "--ffn",
+        "32",
+        "--frames",
+        "3",
+        "--size",
+        "8",
+        "--position-channels",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = hsa(&["train", "export", "--work", work, "--out", model]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for sampler in [
+        &["--sampler", "fm"][..],
+        &["--sampler", "hsa", "--budget", "0.5"],
+    ] {
+        let out = tmp.path().join(format!("frames-{}", sampler[1]));
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "a red circle moving left on a gray background",
+            "--steps",
+            "8",
+            "--frames",
+            "3",
+            "--size",
+            "8x8",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(sampler);
+        let r = hsa(&args);
+        assert!(
+            r.status.success(),
+            "{sampler:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(out.join("frame_0002.png").is_file(), "{sampler:?}");
+    }
+    // Without the marker the folder's DiT takes three channels too many.
+    let index = std::path::Path::new(model).join("model_index.json");
+    let text = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(
+        &index,
+        text.replace(
+            "\"position_channels\": true",
+            "\"position_channels\": false",
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("refused");
+    let r = hsa(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "a red circle",
+        "--steps",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && !out.exists());
+    assert!(stderr.contains("takes 6 input channels"), "{stderr}");
+}
+
 /// The README's first command, shortened: the bundled model generates a clip, HSA at 50%,
 /// and the same seed gives bit-identical frames.
 #[test]

@@ -64,6 +64,9 @@ impl ModelKind {
 pub struct ModelDefaults {
     /// Latent = pixels: no VAE (the bundled model).
     pub pixel_space: bool,
+    /// A pixel-space DiT that takes each pixel's frame, row and column as three extra input
+    /// channels (`hsa_models::wan::position_channels`), appended at every step.
+    pub position_channels: bool,
     pub text_len: usize,
     pub frames: usize,
     pub height: usize,
@@ -88,6 +91,7 @@ pub struct ModelDefaults {
 #[serde(deny_unknown_fields)]
 pub(crate) struct HsaOverlay {
     pub(crate) pixel_space: Option<bool>,
+    pub(crate) position_channels: Option<bool>,
     pub(crate) text_len: Option<usize>,
     pub(crate) frames: Option<usize>,
     pub(crate) height: Option<usize>,
@@ -106,6 +110,7 @@ impl ModelDefaults {
     pub fn wan21_t2v() -> Self {
         Self {
             pixel_space: false,
+            position_channels: false,
             text_len: 512,
             frames: 81,
             height: 480,

@@ -217,6 +217,33 @@ impl ModelFolder {
         }
         let o = overlay;
         d.pixel_space = pixel_space;
+        d.position_channels = o.position_channels.unwrap_or(false);
+        if pixel_space {
+            let extra = match d.position_channels {
+                true => hsa_models::wan::POSITION_CHANNELS,
+                false => 0,
+            };
+            if dit_config.in_channels != dit_config.out_channels + extra {
+                return Err(PipelineError::Input {
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "the transformer takes {} input channels and predicts {}; a pixel-space model {} takes {}",
+                        dit_config.in_channels,
+                        dit_config.out_channels,
+                        match d.position_channels {
+                            true => "with position channels",
+                            false => "without position channels (_hsa.position_channels)",
+                        },
+                        dit_config.out_channels + extra
+                    ),
+                });
+            }
+        } else if d.position_channels {
+            return Err(PipelineError::Input {
+                path: index_path,
+                message: "_hsa.position_channels applies to pixel-space models only".into(),
+            });
+        }
         macro_rules! set {
             ($($f:ident),*) => {$(if let Some(v) = o.$f { d.$f = v; })*};
         }

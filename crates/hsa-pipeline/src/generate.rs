@@ -334,10 +334,24 @@ impl LoadedModel {
         };
         let image = s.image.as_ref();
         let clip = image.and_then(|i| i.clip.as_ref());
+        // A pixel-space model with position channels takes them as conditioning channels.
+        let positions = match self.defaults.position_channels {
+            true => Some(
+                patchify(
+                    &hsa_models::wan::position_channels(f, h, w, self.model.device())?,
+                    cfg.patch_size,
+                )?
+                .squeeze(0)?,
+            ),
+            false => None,
+        };
         let den = |m: &'a WanModel| -> Result<WanDenoiser<'a>> {
             let d = WanDenoiser::new(m, grid, &embeds.cond, uncond, clip)?;
             Ok(match image.map(|i| &i.conditioning) {
-                None => d,
+                None => match &positions {
+                    Some(tokens) => d.with_condition(tokens)?,
+                    None => d,
+                },
                 Some(Conditioning::Channels { tokens }) => d.with_condition(tokens)?,
                 Some(Conditioning::FirstFrame { clean, first }) => {
                     let mut scale = vec![1f32; grid.len()];

@@ -133,7 +133,15 @@ fn main() {
                         hidden = Some(t.clone());
                     }
                 };
-                let v = model.forward(&xt, &t, ctx, None, Some(&mut keep)).unwrap();
+                let v = model
+                    .forward(
+                        &hsa_shapes::train::with_positions(&model, &xt).unwrap(),
+                        &t,
+                        ctx,
+                        None,
+                        Some(&mut keep),
+                    )
+                    .unwrap();
                 if let (Some((tcfg, vars)), Some(target), Some(h)) = (&head, target, &hidden) {
                     let loss = motion_head::loss(tcfg, vars, h, target).unwrap();
                     head_sums[i] += loss.to_scalar::<f32>().unwrap() as f64;

@@ -82,7 +82,15 @@ fn main() {
                     hidden[1 + k].extend(h.squeeze(0).unwrap().to_vec2::<f32>().unwrap());
                 }
             };
-            model.forward(&xt, &t, &ctx, None, Some(&mut keep)).unwrap();
+            model
+                .forward(
+                    &hsa_shapes::train::with_positions(&model, &xt).unwrap(),
+                    &t,
+                    &ctx,
+                    None,
+                    Some(&mut keep),
+                )
+                .unwrap();
         }
         // Blocks past the model's depth leave their rows empty.
         for (k, rows) in hidden.iter().enumerate().filter(|(_, r)| !r.is_empty()) {

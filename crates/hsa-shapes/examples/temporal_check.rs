@@ -55,7 +55,15 @@ fn main() {
             for (k, eps) in [shared, independent].iter().enumerate() {
                 let xt = ((&x0 * (1.0 - s)).unwrap() + (eps * s).unwrap()).unwrap();
                 let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
-                let v = model.forward(&xt, &t, &ctx, None, None).unwrap();
+                let v = model
+                    .forward(
+                        &hsa_shapes::train::with_positions(&model, &xt).unwrap(),
+                        &t,
+                        &ctx,
+                        None,
+                        None,
+                    )
+                    .unwrap();
                 let x0_hat = (&xt - (v * s).unwrap()).unwrap();
                 let err: Vec<f32> = (x0_hat - &x0)
                     .unwrap()

@@ -147,7 +147,8 @@ pub fn export(work_dir: &Path, out_dir: &Path) -> Result<Vec<f32>> {
             "fps": 8,
             "shift": 3.0,
             "guidance": 4.0,
-            "steps": 40
+            "steps": 40,
+            "position_channels": cfg.position_channels
         }
     });
     std::fs::write(

@@ -129,8 +129,28 @@ fn velocity_error(
         Some(_) => Some(&mut keep),
         None => None,
     };
-    let v = model.forward(&xt, &(sigmas * 1000.0)?, ctx, None, trace)?;
+    let v = model.forward(
+        &with_positions(model, &xt)?,
+        &(sigmas * 1000.0)?,
+        ctx,
+        None,
+        trace,
+    )?;
     Ok(((v - (eps - x0)?)?.sqr()?, hidden))
+}
+
+/// The DiT's input for the noisy clips `xt` `[B, 3, F, H, W]`: `xt` itself, or, for a model
+/// with position channels ([`TrainConfig::position_channels`]), `xt` with them appended.
+pub fn with_positions(model: &WanModel, xt: &Tensor) -> Result<Tensor> {
+    let cfg = model.config();
+    if cfg.in_channels == cfg.out_channels {
+        return Ok(xt.clone());
+    }
+    let (b, _, f, h, w) = xt.dims5()?;
+    let p = hsa_models::wan::position_channels(f, h, w, xt.device())?
+        .to_dtype(xt.dtype())?
+        .broadcast_as((b, hsa_models::wan::POSITION_CHANNELS, f, h, w))?;
+    Ok(Tensor::cat(&[xt, &p], 1)?)
 }
 
 #[cfg(test)]

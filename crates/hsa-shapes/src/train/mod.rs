@@ -42,7 +42,9 @@ use crate::ClipConfig;
 use checkpoint::Checkpoint;
 pub use checkpoint::{diffusers_config, export};
 pub use data::{draw_batch, BatchDraw};
-pub use loss::{flow_matching_loss, training_loss, weighted_flow_matching_loss, StepLoss};
+pub use loss::{
+    flow_matching_loss, training_loss, weighted_flow_matching_loss, with_positions, StepLoss,
+};
 use optim::{AdamW, AdamWConfig, Ema};
 use text_stack::{write_text_stack, TextStack};
 
@@ -130,6 +132,14 @@ pub struct TrainConfig {
     /// the direction words (model card, "Toy runs"). 0, as every run before it, adds nothing.
     #[serde(default)]
     pub first_frame_offset: f64,
+    /// Give the DiT each pixel's frame, row and column as three clean input channels
+    /// ([`hsa_models::wan::position_channels`]; `in_channels` 6, as Wan's image-to-video
+    /// models take extra channels), so that at high noise it can put an object where its
+    /// caption's direction says (a toy learned the direction words this way, and not without).
+    /// The export marks the model (`_hsa.position_channels`) and the pipeline appends the
+    /// channels. `false`, as every run before it, trains a plain 3-channel DiT.
+    #[serde(default)]
+    pub position_channels: bool,
 }
 
 impl Default for TrainConfig {
@@ -162,6 +172,7 @@ impl Default for TrainConfig {
             displacement_layer: None,
             single_mover_fraction: 0.0,
             first_frame_offset: 0.0,
+            position_channels: false,
         }
     }
 }
@@ -174,7 +185,10 @@ impl TrainConfig {
             patch_size: self.patch,
             num_heads: self.heads,
             head_dim: self.dim / self.heads.max(1),
-            in_channels: 3,
+            in_channels: match self.position_channels {
+                true => 3 + hsa_models::wan::POSITION_CHANNELS,
+                false => 3,
+            },
             out_channels: 3,
             text_dim: text.d_model,
             freq_dim: 256,
@@ -304,17 +318,37 @@ pub fn initial_weights(cfg: &TrainConfig, device: &Device) -> Result<(Vec<String
     if let Some(dir) = &cfg.init_from {
         let tdir = dir.join("transformer");
         let found = hsa_models::wan::dit::read_config(&tdir)?;
-        if found != wcfg {
+        // A plain model may start a run with position channels: their patch-embedding
+        // weights start at zero, so the run starts from exactly the init model's function.
+        let widen = cfg.position_channels && found.in_channels == wcfg.out_channels;
+        let same = WanConfig {
+            in_channels: wcfg.in_channels,
+            ..found.clone()
+        };
+        if same != wcfg || (found.in_channels != wcfg.in_channels && !widen) {
             return Err(TrainError::Invalid(format!(
                 "{} holds a different architecture than this run's",
                 tdir.display()
             )));
         }
         let store = hsa_models::wan::WeightStore::open_dir(&tdir)?;
-        store.check(&shapes)?;
+        store.check(&expected_tensors(&found))?;
         let vars = shapes
             .iter()
-            .map(|(name, _)| Ok(Var::from_tensor(&store.get(name, DType::F32, device)?)?))
+            .map(|(name, shape)| {
+                let t = store.get(name, DType::F32, device)?;
+                let t = match t.dims() == shape.as_slice() {
+                    true => t,
+                    // patch_embedding.weight [D, C, pt, ph, pw]: zeros for the new channels.
+                    false => {
+                        let mut extra = shape.clone();
+                        extra[1] -= t.dim(1)?;
+                        let zeros = candle_core::Tensor::zeros(extra, DType::F32, device)?;
+                        candle_core::Tensor::cat(&[&t, &zeros], 1)?
+                    }
+                };
+                Ok(Var::from_tensor(&t)?)
+            })
             .collect::<Result<_>>()?;
         return Ok((shapes.into_iter().map(|(n, _)| n).collect(), vars));
     }
@@ -624,6 +658,74 @@ mod tests {
         // A head cannot be switched on or off in a run's folder.
         let err = train(&tiny(), b.path(), &Device::Cpu, &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains("different settings"), "{err}");
+    }
+
+    /// A run with position channels trains a 6-channel DiT and marks its export; one started
+    /// from a plain export starts from exactly that model's function (the new channels'
+    /// weights are zero), whatever the positions say.
+    #[test]
+    fn position_channels_widen_the_input_and_start_from_the_plain_model() {
+        let (plain_work, plain) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        train(&tiny(), plain_work.path(), &Device::Cpu, &mut |_| {}).unwrap();
+        export(plain_work.path(), plain.path()).unwrap();
+        let cfg = TrainConfig {
+            position_channels: true,
+            init_from: Some(plain.path().to_path_buf()),
+            ..tiny()
+        };
+        let (names, vars) = initial_weights(&cfg, &Device::Cpu).unwrap();
+        let widened = model_over(&cfg, &names, &vars).unwrap();
+        let original = WanModel::load_dir(
+            &plain.path().join("transformer"),
+            Some(DType::F32),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(widened.config().in_channels, 6);
+        let draw = draw_batch(&tiny(), 0, 1);
+        let shape = (2, 3, 3, 8, 8);
+        let xt = Tensor::from_slice(&draw.eps, shape, &Device::Cpu).unwrap();
+        let text = TextStack::load(plain.path(), 16, &Device::Cpu).unwrap();
+        let ctx = text.embed_batch(&draw.prompts).unwrap();
+        let t = Tensor::new(&[900f32, 300.0], &Device::Cpu).unwrap();
+        let a = original.forward(&xt, &t, &ctx, None, None).unwrap();
+        let b = widened
+            .forward(
+                &with_positions(&widened, &xt).unwrap(),
+                &t,
+                &ctx,
+                None,
+                None,
+            )
+            .unwrap();
+        assert!(max_abs_diff(&a, &b) < 1e-5, "{}", max_abs_diff(&a, &b));
+
+        // Trained, the positions' weights move and the export says the model takes them.
+        let (work, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        train(&cfg, work.path(), &Device::Cpu, &mut |_| {}).unwrap();
+        export(work.path(), out.path()).unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.path().join("model_index.json")).unwrap())
+                .unwrap();
+        assert_eq!(index["_hsa"]["position_channels"], true);
+        let w = candle_core::safetensors::load(
+            out.path()
+                .join("transformer/diffusion_pytorch_model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()["patch_embedding.weight"]
+            .to_dtype(DType::F32)
+            .unwrap();
+        assert_eq!(w.dim(1).unwrap(), 6);
+        let new = w.narrow(1, 3, 3).unwrap();
+        assert!(max_abs_diff(&new, &new.zeros_like().unwrap()) > 0.0);
+        // A plain run refuses a position-channel model as its start.
+        let back = TrainConfig {
+            init_from: Some(out.path().to_path_buf()),
+            ..tiny()
+        };
+        let err = initial_weights(&back, &Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("different architecture"), "{err}");
     }
 
     /// Frames folded into tokens (`--patch 3,2,2` on 3-frame clips: one token per place) train
