@@ -20,6 +20,7 @@
 #   OUT=$OUT VAR=SHIFT VALUES="2 5" STEPS=380 EVAL_S=30 tools/gpu/ab-train.sh
 #   OUT=$OUT DISPLACEMENT_WEIGHT=3 VAR=DISPLACEMENT_LAYER VALUES="6 3" STEPS=380 EVAL_S=30 tools/gpu/ab-train.sh
 #   OUT=$OUT VAR=SINGLE_MOVER_FRACTION VALUES="0 0.5" STEPS=380 EVAL_S=30 tools/gpu/ab-train.sh
+#   OUT=$OUT VAR=POSITION_CHANNELS VALUES="0 1" SHIFT=... STEPS=380 EVAL_S=30 tools/gpu/ab-train.sh
 # Writes $OUT/<value>/{shapes-wan.tar.gz, checker.json, report.txt} (three of the eight files
 # the device tool brings back, per arm). The first call took 563 s on an H100 (eleventh
 # session): 3 minutes of training per arm, the rest start-up, export, checker (16-21 s) and
@@ -37,10 +38,11 @@ for value in $VALUES; do
   arm=/tmp/arm-$value
   mkdir -p "$OUT/$value"
   rm -rf /tmp/shapes-wan  # train-shapes.sh exports there; never read an earlier arm's model
-  settings=(OUT="$arm" WORK="$arm-work" STEPS="$STEPS" EVAL_S="${EVAL_S:-30}" SHIFT=2 MOTION_WEIGHT=4
+  settings=(OUT="$arm" WORK="$arm-work" STEPS="$STEPS" EVAL_S="${EVAL_S:-30}" SHIFT="${SHIFT:-2}" MOTION_WEIGHT=4
     EMA=0.995 LR="${LR:-4e-4}" SEED="${SEED:-11}" INIT_FROM="${INIT_FROM:-models/shapes-wan}"
     DISPLACEMENT_WEIGHT="${DISPLACEMENT_WEIGHT:-0}" DISPLACEMENT_LAYER="${DISPLACEMENT_LAYER:-}"
-    SINGLE_MOVER_FRACTION="${SINGLE_MOVER_FRACTION:-0}" BIN="$BIN" "$VAR=$value")
+    SINGLE_MOVER_FRACTION="${SINGLE_MOVER_FRACTION:-0}" POSITION_CHANNELS="${POSITION_CHANNELS:-0}"
+    BIN="$BIN" "$VAR=$value")
   env "${settings[@]}" tools/gpu/train-shapes.sh > "$arm.log" 2>&1 || echo "arm $value: train-shapes.sh failed" >> "$arm.log"
   gzip -1 -c "$arm/shapes-wan.tar" > "$OUT/$value/shapes-wan.tar.gz" || true
   cp "$arm/checker.json" "$OUT/$value/" 2>/dev/null || true

@@ -9,13 +9,17 @@
 #   plain   the CPU toys' world and recipe at batch 64 (toy 1 of the model card)
 #   anchor  the same with --first-frame-offset 1 (toy 2: a time anchor)
 #   wide    the same at batch 256 (four times the clips per update)
+#   position  the same with --position-channels (each pixel's frame, row and column as inputs)
+# An arm may end in -sN for noise shift N (e.g. position-s1000), else it trains at SHIFT
+# (default 2): with position channels, a shift that puts nearly every sample near sigma 1 is
+# what made a toy learn the direction words on the CPU (model card, toys 5-8).
 # Not run by CI.
 #
 # Usage (device tool, carry [".gpu/hsa.gz", ".gpu/caption_sensitivity.gz"], timeout_s 600;
 # both packed by tools/gpu/build-cuda.sh):
 #   OUT=$OUT TRAIN_S=530 tools/gpu/toy-direction.sh
 # Writes $OUT/<arm>.txt (one line per reading: seconds, update, the four reversed / true
-# ratios at sigma 0.95 0.8 0.6 0.4, the colour ratios; the update is the checkpoint's, read
+# ratios at sigma 1 0.95 0.8 0.6, the colour ratios; the update is the checkpoint's, read
 # just before the export) and $OUT/<arm>.log (the trainer's tail).
 set -uo pipefail
 OUT=${OUT:-out}
@@ -32,15 +36,23 @@ if [ -z "${SENS:-}" ]; then
   gunzip -c .gpu/caption_sensitivity.gz > "$sens" && chmod +x "$sens" || exit 2
 fi
 
-common=(--device "$DEVICE" --steps "$STEPS" --lr 1e-3 --seed 21 --shift 2 --dim 64 --heads 2 --layers 3
+common=(--device "$DEVICE" --steps "$STEPS" --lr 1e-3 --seed 21 --dim 64 --heads 2 --layers 3
   --ffn 256 --frames 5 --size 32 --ema-decay 0.999 --motion-weight 4 --single-mover-fraction 1
   --checkpoint-every "${CHECKPOINT_EVERY:-200}")
 arm_args() {
   case $1 in
+    *-s[0-9]*) echo "--shift ${1##*-s} $(arm_args "${1%-s[0-9]*}")" ;;
     plain) echo "--batch 64" ;;
     anchor) echo "--batch 64 --first-frame-offset 1" ;;
     wide) echo "--batch 256" ;;
+    position) echo "--batch 64 --position-channels" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
+  esac
+}
+shift_of() {
+  case $1 in
+    *-s[0-9]*) ;;
+    *) echo "--shift ${SHIFT:-2}" ;;
   esac
 }
 start=$(date +%s)
@@ -48,7 +60,7 @@ trainers=()
 for arm in $ARMS; do
   rm -rf "/tmp/toy-$arm"
   # shellcheck disable=SC2046
-  timeout "$TRAIN_S" "$BIN" train shapes --work "/tmp/toy-$arm" "${common[@]}" $(arm_args "$arm") \
+  timeout "$TRAIN_S" "$BIN" train shapes --work "/tmp/toy-$arm" "${common[@]}" $(arm_args "$arm") $(shift_of "$arm") \
     > "/tmp/toy-$arm.log" 2>&1 &
   trainers+=($!)
 done
@@ -57,13 +69,13 @@ training() { for p in "${trainers[@]}"; do kill -0 "$p" 2> /dev/null && return 0
 # One reading of one arm: export its last checkpoint, then reversed / true and colour / true.
 measure() {
   local arm=$1 model=/tmp/toy-model-$1 anchor=0 step
-  [ "$arm" = anchor ] && anchor=1
+  [ "${arm%-s[0-9]*}" = anchor ] && anchor=1
   rm -rf "$model"
   step=$(grep -o '"step":[0-9]*' "/tmp/toy-$arm/checkpoint/state.json" 2> /dev/null | cut -d: -f2)
   "$BIN" train export --work "/tmp/toy-$arm" --out "$model" > /dev/null 2>&1 || return 0
-  SINGLE=1 FRAMES=5 ANCHOR=$anchor "$sens" "$model" "$CLIPS" > "/tmp/sens-$arm.txt" 2>&1 || return 0
+  SIGMAS=1,0.95,0.8,0.6 SINGLE=1 FRAMES=5 ANCHOR=$anchor "$sens" "$model" "$CLIPS" > "/tmp/sens-$arm.txt" 2>&1 || return 0
   awk -v t=$(($(date +%s) - start)) -v s="$step" '
-    /^0\.(95|8|6|4) / {r = r " " $2; c = c " " $3}
+    /^(1|0\.95|0\.8|0\.6) / {r = r " " $2; c = c " " $3}
     END {printf "%5d s  update %6s  reversed%s  colour%s\n", t, s, r, c}' "/tmp/sens-$arm.txt" >> "$OUT/$arm.txt"
 }
 readings() {
