@@ -21,8 +21,7 @@
 //!     cargo run --release -p hsa-shapes --example caption_prior -- [CLIPS]
 use hsa_shapes::train::data::motion_weights;
 use hsa_shapes::{
-    generate_single_mover, generate_train, render, BgColour, ClipConfig, Colour, Direction,
-    Example, Motion, SceneSpec, Shape,
+    generate_single_mover, generate_train, render, ClipConfig, Example, Motion, SceneSpec,
 };
 
 const S: usize = 32;
@@ -96,28 +95,6 @@ fn main() {
 /// The true scene and the three alterations of its first object, as `caption_sensitivity`
 /// makes them.
 fn altered(ex: &Example) -> [SceneSpec; 4] {
-    let with = |f: &dyn Fn(&mut hsa_shapes::ObjectSpec)| {
-        let mut spec = ex.spec.clone();
-        f(&mut spec.objects[0]);
-        spec
-    };
-    let spare = Colour::ALL
-        .into_iter()
-        .find(|c| {
-            !ex.spec.objects.iter().any(|o| o.colour == *c)
-                && ex.spec.background.colour != BgColour::Tint(*c)
-        })
-        .expect("8 colours, at most 3 objects and 1 background");
-    let other = Shape::ALL[(ex.spec.objects[0].shape.index() + 1) % Shape::ALL.len()];
-    [
-        ex.spec.clone(),
-        with(&|o| {
-            if let Motion::Moving(d) = o.motion {
-                let (x, y) = d.unit();
-                o.motion = Motion::Moving(Direction::from_vector(-x, -y));
-            }
-        }),
-        with(&|o| o.colour = spare),
-        with(&|o| o.shape = other),
-    ]
+    let [reversed, recoloured, reshaped] = ex.spec.first_object_alterations();
+    [ex.spec.clone(), reversed, recoloured, reshaped]
 }

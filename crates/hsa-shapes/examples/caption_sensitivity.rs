@@ -33,10 +33,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use hsa_models::wan::WanModel;
 use hsa_shapes::train::data::{motion_weights, offset_first_frame};
 use hsa_shapes::train::text_stack::TextStack;
+use hsa_shapes::train::with_positions;
 use hsa_shapes::train::{motion_head, TrainConfig};
 use hsa_shapes::{
-    caption, displacement_field, generate_single_mover, generate_train, BgColour, ClipConfig,
-    Direction, Example, Motion, ObjectSpec, Shape,
+    caption, displacement_field, generate_single_mover, generate_train, ClipConfig, Example, Motion,
 };
 
 const S: usize = 32;
@@ -133,14 +133,9 @@ fn main() {
                         hidden = Some(t.clone());
                     }
                 };
+                let input = with_positions(&model, &xt).unwrap();
                 let v = model
-                    .forward(
-                        &hsa_shapes::train::with_positions(&model, &xt).unwrap(),
-                        &t,
-                        ctx,
-                        None,
-                        Some(&mut keep),
-                    )
+                    .forward(&input, &t, ctx, None, Some(&mut keep))
                     .unwrap();
                 if let (Some((tcfg, vars)), Some(target), Some(h)) = (&head, target, &hidden) {
                     let loss = motion_head::loss(tcfg, vars, h, target).unwrap();
@@ -218,30 +213,12 @@ fn load_head(work: &std::path::Path, dev: &Device) -> (TrainConfig, Vec<Var>) {
 /// The true caption, then the first object's direction reversed, its colour replaced by one
 /// no object or background has, its shape replaced, and the empty prompt.
 fn prompts(ex: &Example) -> [String; 5] {
-    let with = |f: &dyn Fn(&mut ObjectSpec)| {
-        let mut spec = ex.spec.clone();
-        f(&mut spec.objects[0]);
-        caption(&spec)
-    };
-    let spare = hsa_shapes::Colour::ALL
-        .into_iter()
-        .find(|c| {
-            !ex.spec.objects.iter().any(|o| o.colour == *c)
-                && ex.spec.background.colour != BgColour::Tint(*c)
-        })
-        .expect("8 colours, at most 3 objects and 1 background");
-    let shape = ex.spec.objects[0].shape;
-    let other = Shape::ALL[(shape.index() + 1) % Shape::ALL.len()];
+    let [reversed, recoloured, reshaped] = ex.spec.first_object_alterations();
     [
         ex.caption.clone(),
-        with(&|o| {
-            if let Motion::Moving(d) = o.motion {
-                let (x, y) = d.unit();
-                o.motion = Motion::Moving(Direction::from_vector(-x, -y));
-            }
-        }),
-        with(&|o| o.colour = spare),
-        with(&|o| o.shape = other),
+        caption(&reversed),
+        caption(&recoloured),
+        caption(&reshaped),
         String::new(),
     ]
 }

@@ -7,6 +7,7 @@
 use candle_core::{DType, Device, Tensor};
 use hsa_models::wan::WanModel;
 use hsa_shapes::train::text_stack::TextStack;
+use hsa_shapes::train::with_positions;
 use hsa_shapes::{generate_train, ClipConfig};
 
 fn main() {
@@ -27,15 +28,8 @@ fn main() {
         for s in [0.2f64, 0.5, 0.8, 0.95] {
             let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
             let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
-            let v = model
-                .forward(
-                    &hsa_shapes::train::with_positions(&model, &xt).unwrap(),
-                    &t,
-                    &ctx,
-                    None,
-                    None,
-                )
-                .unwrap();
+            let input = with_positions(&model, &xt).unwrap();
+            let v = model.forward(&input, &t, &ctx, None, None).unwrap();
             let target = (&eps - &x0).unwrap();
             let err = (&v - &target)
                 .unwrap()
@@ -67,15 +61,8 @@ fn main() {
             let ctx = text.embed(&ex.caption).unwrap().unsqueeze(0).unwrap();
             let xt = ((&x0 * (1.0 - s)).unwrap() + (&eps * s).unwrap()).unwrap();
             let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
-            let v = model
-                .forward(
-                    &hsa_shapes::train::with_positions(&model, &xt).unwrap(),
-                    &t,
-                    &ctx,
-                    None,
-                    None,
-                )
-                .unwrap();
+            let input = with_positions(&model, &xt).unwrap();
+            let v = model.forward(&input, &t, &ctx, None, None).unwrap();
             let x0_hat = (&xt - (v * s).unwrap()).unwrap();
             let err = (x0_hat - &x0).unwrap().sqr().unwrap();
             for (f, e) in per_frame.iter_mut().enumerate() {
@@ -99,15 +86,8 @@ fn main() {
     let mut x = Tensor::randn(0f32, 1.0, (1, 3, 9, 32, 32), &dev).unwrap();
     for i in 0..30 {
         let t = Tensor::new(&[sched.timesteps[i] as f32], &dev).unwrap();
-        let v = model
-            .forward(
-                &hsa_shapes::train::with_positions(&model, &x).unwrap(),
-                &t,
-                &ctx,
-                None,
-                None,
-            )
-            .unwrap();
+        let input = with_positions(&model, &x).unwrap();
+        let v = model.forward(&input, &t, &ctx, None, None).unwrap();
         x = (&x + (v * (sched.sigmas[i + 1] - sched.sigmas[i])).unwrap()).unwrap();
     }
     let data = x

@@ -27,6 +27,7 @@ use hsa_models::wan::patch::patchify;
 use hsa_models::wan::WanModel;
 use hsa_shapes::train::data::offset_first_frame;
 use hsa_shapes::train::text_stack::TextStack;
+use hsa_shapes::train::with_positions;
 use hsa_shapes::{generate_train, ClipConfig};
 
 const S: usize = 32;
@@ -82,14 +83,9 @@ fn main() {
                     hidden[1 + k].extend(h.squeeze(0).unwrap().to_vec2::<f32>().unwrap());
                 }
             };
+            let input = with_positions(&model, &xt).unwrap();
             model
-                .forward(
-                    &hsa_shapes::train::with_positions(&model, &xt).unwrap(),
-                    &t,
-                    &ctx,
-                    None,
-                    Some(&mut keep),
-                )
+                .forward(&input, &t, &ctx, None, Some(&mut keep))
                 .unwrap();
         }
         // Blocks past the model's depth leave their rows empty.

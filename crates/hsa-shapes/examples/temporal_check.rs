@@ -14,6 +14,7 @@
 use candle_core::{DType, Device, Tensor};
 use hsa_models::wan::WanModel;
 use hsa_shapes::train::text_stack::TextStack;
+use hsa_shapes::train::with_positions;
 use hsa_shapes::{generate_train, ClipConfig};
 
 const F: usize = 9;
@@ -55,15 +56,8 @@ fn main() {
             for (k, eps) in [shared, independent].iter().enumerate() {
                 let xt = ((&x0 * (1.0 - s)).unwrap() + (eps * s).unwrap()).unwrap();
                 let t = Tensor::new(&[(s * 1000.0) as f32], &dev).unwrap();
-                let v = model
-                    .forward(
-                        &hsa_shapes::train::with_positions(&model, &xt).unwrap(),
-                        &t,
-                        &ctx,
-                        None,
-                        None,
-                    )
-                    .unwrap();
+                let input = with_positions(&model, &xt).unwrap();
+                let v = model.forward(&input, &t, &ctx, None, None).unwrap();
                 let x0_hat = (&xt - (v * s).unwrap()).unwrap();
                 let err: Vec<f32> = (x0_hat - &x0)
                     .unwrap()

@@ -396,6 +396,36 @@ impl SceneSpec {
     pub fn is_static(&self) -> bool {
         self.camera.is_none() && self.objects.iter().all(|o| o.motion == Motion::Still)
     }
+
+    /// This scene with one thing about its first object changed, in this order: its
+    /// direction reversed (a still or bouncing object stays as it is), its colour replaced by
+    /// one no object or background of the scene has, its shape replaced by the next shape. The
+    /// diagnostics ask a model which of these words it uses.
+    pub fn first_object_alterations(&self) -> [SceneSpec; 3] {
+        let with = |f: &dyn Fn(&mut ObjectSpec)| {
+            let mut spec = self.clone();
+            f(&mut spec.objects[0]);
+            spec
+        };
+        let spare = Colour::ALL
+            .into_iter()
+            .find(|c| {
+                !self.objects.iter().any(|o| o.colour == *c)
+                    && self.background.colour != BgColour::Tint(*c)
+            })
+            .expect("8 colours, at most 3 objects and 1 background");
+        let other = Shape::ALL[(self.objects[0].shape.index() + 1) % Shape::ALL.len()];
+        [
+            with(&|o| {
+                if let Motion::Moving(d) = o.motion {
+                    let (x, y) = d.unit();
+                    o.motion = Motion::Moving(Direction::from_vector(-x, -y));
+                }
+            }),
+            with(&|o| o.colour = spare),
+            with(&|o| o.shape = other),
+        ]
+    }
 }
 
 /// Probability that a sampled scene has a camera pan.
@@ -505,6 +535,34 @@ mod tests {
             // 20 degrees off still lands in the same sector.
             let (s, c) = 20f32.to_radians().sin_cos();
             assert_eq!(Direction::from_vector(x * c - y * s, x * s + y * c), d);
+        }
+    }
+
+    #[test]
+    fn alterations_change_one_thing_of_the_first_object() {
+        for seed in 0..50 {
+            let spec = sample_train(seed);
+            let [reversed, recoloured, reshaped] = spec.first_object_alterations();
+            let (o, r) = (spec.objects[0], reversed.objects[0]);
+            match (o.motion, r.motion) {
+                (Motion::Moving(a), Motion::Moving(b)) => {
+                    let ((ax, ay), (bx, by)) = (a.unit(), b.unit());
+                    assert!(
+                        (ax + bx).abs() < 1e-6 && (ay + by).abs() < 1e-6,
+                        "{a:?} {b:?}"
+                    );
+                }
+                (a, b) => assert_eq!(a, b),
+            }
+            let c = recoloured.objects[0].colour;
+            assert!(spec.objects.iter().all(|x| x.colour != c));
+            assert_ne!(spec.background.colour, BgColour::Tint(c));
+            assert_ne!(reshaped.objects[0].shape, o.shape);
+            recoloured.validate().unwrap();
+            for alt in [&reversed, &recoloured, &reshaped] {
+                assert_eq!(alt.objects[1..], spec.objects[1..]);
+                assert_eq!((alt.background, alt.camera), (spec.background, spec.camera));
+            }
         }
     }
 
