@@ -105,14 +105,11 @@ pub struct ShapesArgs {
 
 /// `T,H,W`: three positive integers.
 fn parse_patch(s: &str) -> std::result::Result<[usize; 3], String> {
-    let parts: Vec<usize> = s
-        .split(',')
+    s.split(',')
         .map(|p| p.trim().parse().ok().filter(|&v| v > 0))
-        .collect::<Option<_>>()
-        .ok_or_else(|| format!("patch {s:?}: expected three positive integers T,H,W"))?;
-    parts
-        .try_into()
-        .map_err(|_| format!("patch {s:?}: expected three positive integers T,H,W"))
+        .collect::<Option<Vec<usize>>>()
+        .and_then(|parts| parts.try_into().ok())
+        .ok_or_else(|| format!("patch {s:?}: expected three positive integers T,H,W"))
 }
 
 impl ShapesArgs {
