@@ -101,6 +101,11 @@ pub struct ShapesArgs {
     /// weights start at zero.
     #[arg(long)]
     pub position_channels: bool,
+    /// Fraction (0 to 1) of the clips trained at the top of the noise (sigma ~1, shift 1000)
+    /// instead of at --shift: where position channels let the caption alone place the objects.
+    /// May change on resume.
+    #[arg(long, default_value_t = 0.0)]
+    pub top_noise_fraction: f64,
 }
 
 /// `T,H,W`: three positive integers.
@@ -139,6 +144,7 @@ impl ShapesArgs {
             single_mover_fraction: self.single_mover_fraction,
             first_frame_offset: self.first_frame_offset,
             position_channels: self.position_channels,
+            top_noise_fraction: self.top_noise_fraction,
             ..Default::default()
         }
     }

@@ -163,7 +163,7 @@ fn bad_inputs_fail_cleanly_without_output() {
 fn a_bad_training_configuration_fails_before_its_work_folder_exists() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("run");
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--displacement-weight", "1", "--displacement-layer", "9"],
             "displacement layer 9 must name one of the 6 blocks",
@@ -172,6 +172,10 @@ fn a_bad_training_configuration_fails_before_its_work_folder_exists() {
         (
             &["--single-mover-fraction", "1.5"],
             "single-mover fraction 1.5 must lie in [0, 1]",
+        ),
+        (
+            &["--top-noise-fraction", "2"],
+            "top-noise fraction 2 must lie in [0, 1]",
         ),
         (
             &["--first-frame-offset", "3"],

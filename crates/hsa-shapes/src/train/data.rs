@@ -82,7 +82,14 @@ pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
         } else {
             1.0 / (1.0 + (-standard_normal(&mut rng)).exp())
         };
-        draw.sigmas.push(hsa_core::shift_sigma(u, cfg.shift) as f32);
+        // Drawn only when asked for, so that runs without it keep their random stream.
+        let top = cfg.top_noise_fraction > 0.0 && rng.chance(cfg.top_noise_fraction as f32);
+        let shift = if top {
+            super::TOP_NOISE_SHIFT
+        } else {
+            cfg.shift
+        };
+        draw.sigmas.push(hsa_core::shift_sigma(u, shift) as f32);
         let dropped = rng.chance(cfg.cfg_dropout as f32);
         draw.prompts
             .push(if dropped { String::new() } else { caption });
@@ -250,6 +257,35 @@ mod tests {
             (&draw.x0[..3 * 64 * 3], &draw.prompts[0]),
             (ex.clip.data(), &ex.caption)
         );
+    }
+
+    #[test]
+    fn the_top_noise_fraction_moves_that_share_of_clips_to_pure_noise() {
+        let cfg = |fraction: f64| TrainConfig {
+            width: 8,
+            height: 8,
+            frames: 3,
+            batch: 16,
+            shift: 1.0,
+            cfg_dropout: 0.0,
+            top_noise_fraction: fraction,
+            ..Default::default()
+        };
+        let sigmas = |fraction: f64| -> Vec<f32> {
+            (0..4)
+                .flat_map(|step| draw_batch(&cfg(fraction), step, 2).sigmas)
+                .collect()
+        };
+        let high = |s: &[f32]| s.iter().filter(|&&x| x > 0.99).count();
+        // 64 clips each. At shift 1 a sigma above 0.99 is rare (about one in fifty).
+        let (none, all, half) = (sigmas(0.0), sigmas(1.0), sigmas(0.5));
+        assert!(high(&none) < 6, "{}", high(&none));
+        assert!(high(&all) > 50, "{}", high(&all));
+        assert!((18..=46).contains(&high(&half)), "{}", high(&half));
+        assert!(all.iter().all(|&x| x > 0.5 && x <= 1.0), "{all:?}");
+        // Clips and captions do not depend on it: only the noise levels move.
+        let (a, b) = (draw_batch(&cfg(0.0), 3, 1), draw_batch(&cfg(1.0), 3, 1));
+        assert_eq!((a.x0, a.eps, a.prompts), (b.x0, b.eps, b.prompts));
     }
 
     #[test]

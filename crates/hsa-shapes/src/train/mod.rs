@@ -140,7 +140,19 @@ pub struct TrainConfig {
     /// channels. `false`, as every run before it, trains a plain 3-channel DiT.
     #[serde(default)]
     pub position_channels: bool,
+    /// Fraction (0 to 1) of the clips trained at the top of the noise ([`TOP_NOISE_SHIFT`]:
+    /// sigma above 0.99 for most of them) instead of at `shift`. Pure noise is where the
+    /// caption alone must place the objects, so where a model with position channels learns
+    /// the direction words (a toy did at shift 1000, not at 2 or 10); the rest of the batch
+    /// keeps the lower noise levels trained. May change on resume. 0, as every run before it,
+    /// draws every clip at `shift`.
+    #[serde(default)]
+    pub top_noise_fraction: f64,
 }
+
+/// The timestep shift of [`TrainConfig::top_noise_fraction`]'s clips: it maps the sampled
+/// levels' median to sigma 0.999.
+pub const TOP_NOISE_SHIFT: f64 = 1000.0;
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -173,6 +185,7 @@ impl Default for TrainConfig {
             single_mover_fraction: 0.0,
             first_frame_offset: 0.0,
             position_channels: false,
+            top_noise_fraction: 0.0,
         }
     }
 }
@@ -247,6 +260,10 @@ impl TrainConfig {
         let f = self.single_mover_fraction;
         if !(0.0..=1.0).contains(&f) {
             return bad(format!("single-mover fraction {f} must lie in [0, 1]"));
+        }
+        let f = self.top_noise_fraction;
+        if !(0.0..=1.0).contains(&f) {
+            return bad(format!("top-noise fraction {f} must lie in [0, 1]"));
         }
         if let Some(k) = self.displacement_layer {
             if self.displacement_weight == 0.0 {
@@ -409,11 +426,12 @@ pub fn train(
             checkpoint_every: cfg.checkpoint_every,
             shift: cfg.shift,
             lr: cfg.lr,
+            top_noise_fraction: cfg.top_noise_fraction,
             ..saved.clone()
         };
         if &same_arch != cfg {
             return Err(TrainError::Invalid(format!(
-                "{} holds a run with different settings; use another folder or the same settings (only --steps, --lr and --shift may change)",
+                "{} holds a run with different settings; use another folder or the same settings (only --steps, --lr, --shift and --top-noise-fraction may change)",
                 work_dir.display()
             )));
         }
