@@ -98,7 +98,7 @@ pub struct ShapesArgs {
     /// Give the DiT each pixel's frame, row and column as three extra input channels, so it
     /// can place objects by their caption at high noise (the export marks the model and
     /// `hsa generate` appends the channels). With --init-from a plain model, the new channels'
-    /// weights start at zero.
+    /// weights start as a fresh model's.
     #[arg(long)]
     pub position_channels: bool,
     /// Fraction (0 to 1) of the clips trained at the top of the noise (sigma ~1, shift 1000)
