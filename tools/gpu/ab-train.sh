@@ -42,7 +42,7 @@ for value in $VALUES; do
     EMA=0.995 LR="${LR:-4e-4}" SEED="${SEED:-11}" INIT_FROM="${INIT_FROM:-models/shapes-wan}"
     DISPLACEMENT_WEIGHT="${DISPLACEMENT_WEIGHT:-0}" DISPLACEMENT_LAYER="${DISPLACEMENT_LAYER:-}"
     SINGLE_MOVER_FRACTION="${SINGLE_MOVER_FRACTION:-0}" POSITION_CHANNELS="${POSITION_CHANNELS:-0}"
-    BIN="$BIN" "$VAR=$value")
+    TOP_NOISE_FRACTION="${TOP_NOISE_FRACTION:-0}" BIN="$BIN" "$VAR=$value")
   env "${settings[@]}" tools/gpu/train-shapes.sh > "$arm.log" 2>&1 || echo "arm $value: train-shapes.sh failed" >> "$arm.log"
   gzip -1 -c "$arm/shapes-wan.tar" > "$OUT/$value/shapes-wan.tar.gz" || true
   cp "$arm/checker.json" "$OUT/$value/" 2>/dev/null || true

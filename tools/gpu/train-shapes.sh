@@ -44,13 +44,16 @@ DISPLACEMENT_LAYER=${DISPLACEMENT_LAYER:-}
 # direction words; 0: the whole world, as segments 1-11).
 SINGLE_MOVER_FRACTION=${SINGLE_MOVER_FRACTION:-0}
 # 1: the DiT takes each pixel's frame, row and column as three extra input channels
-# (--position-channels; from a plain INIT_FROM their weights start at zero). 0: a plain DiT.
+# (--position-channels; from a plain INIT_FROM their weights start as a fresh init's). 0: a plain DiT.
 POSITION_CHANNELS=${POSITION_CHANNELS:-0}
+# Fraction of clips trained at pure noise (sigma ~1) instead of at SHIFT (--top-noise-fraction;
+# 0: none, as segments 1-15).
+TOP_NOISE_FRACTION=${TOP_NOISE_FRACTION:-0}
 # Data seed: segments 1-2 used the default 0; each later segment its own.
 SEED=${SEED:-0}
 ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$FRAMES" --size 32 --lr "$LR" --ema-decay "$EMA"
   --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT" --displacement-weight "$DISPLACEMENT_WEIGHT" --single-mover-fraction "$SINGLE_MOVER_FRACTION"
-  --seed "$SEED")
+  --top-noise-fraction "$TOP_NOISE_FRACTION" --seed "$SEED")
 [ -n "$DISPLACEMENT_LAYER" ] && ARCH+=(--displacement-layer "$DISPLACEMENT_LAYER")
 [ "$POSITION_CHANNELS" = 1 ] && ARCH+=(--position-channels)
 mkdir -p "$OUT"
