@@ -12,7 +12,9 @@
 #   position  the same with --position-channels (each pixel's frame, row and column as inputs)
 # An arm may end in -sN for noise shift N (e.g. position-s1000), else it trains at SHIFT
 # (default 2): with position channels, a shift that puts nearly every sample near sigma 1 is
-# what made a toy learn the direction words on the CPU (model card, toys 5-8).
+# what made a toy learn the direction words on the CPU (model card, toys 5-8). A final -tN
+# trains N% of each batch at pure noise and the rest at the arm's shift (--top-noise-fraction;
+# e.g. position-t75, position-s5-t50): does a mixture learn the words and keep the rest?
 # Not run by CI.
 #
 # Usage (device tool, carry [".gpu/hsa.gz", ".gpu/caption_sensitivity.gz"], timeout_s 600;
@@ -41,6 +43,7 @@ common=(--device "$DEVICE" --steps "$STEPS" --lr 1e-3 --seed 21 --dim 64 --heads
   --checkpoint-every "${CHECKPOINT_EVERY:-200}")
 arm_args() {
   case $1 in
+    *-t[0-9]*) echo "--top-noise-fraction $(awk -v n="${1##*-t}" 'BEGIN { print n / 100 }') $(arm_args "${1%-t[0-9]*}")" ;;
     *-s[0-9]*) echo "--shift ${1##*-s} $(arm_args "${1%-s[0-9]*}")" ;;
     plain) echo "--batch 64" ;;
     anchor) echo "--batch 64 --first-frame-offset 1" ;;
@@ -69,7 +72,7 @@ training() { for p in "${trainers[@]}"; do kill -0 "$p" 2> /dev/null && return 0
 # One reading of one arm: export its last checkpoint, then reversed / true and colour / true.
 measure() {
   local arm=$1 model=/tmp/toy-model-$1 anchor=0 step
-  [ "${arm%-s[0-9]*}" = anchor ] && anchor=1
+  [ "${arm%%-[st][0-9]*}" = anchor ] && anchor=1
   rm -rf "$model"
   step=$(grep -o '"step":[0-9]*' "/tmp/toy-$arm/checkpoint/state.json" 2> /dev/null | cut -d: -f2)
   "$BIN" train export --work "/tmp/toy-$arm" --out "$model" > /dev/null 2>&1 || return 0
