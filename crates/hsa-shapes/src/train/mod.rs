@@ -339,12 +339,13 @@ pub fn initial_weights(cfg: &TrainConfig, device: &Device) -> Result<(Vec<String
         // weights start as a fresh model's. Not at zero: from zero they stayed near it (RMS
         // 0.002 against the pixels' 0.15 after 600 updates of the bundled model), since the
         // blocks had never seen positions and so gave their weights no steady gradient.
-        let widen = cfg.position_channels && found.in_channels == wcfg.out_channels;
+        let inputs_fit = found.in_channels == wcfg.in_channels
+            || (cfg.position_channels && found.in_channels == wcfg.out_channels);
         let same = WanConfig {
             in_channels: wcfg.in_channels,
             ..found.clone()
         };
-        if same != wcfg || (found.in_channels != wcfg.in_channels && !widen) {
+        if same != wcfg || !inputs_fit {
             return Err(TrainError::Invalid(format!(
                 "{} holds a different architecture than this run's",
                 tdir.display()
@@ -356,17 +357,16 @@ pub fn initial_weights(cfg: &TrainConfig, device: &Device) -> Result<(Vec<String
             .iter()
             .map(|(name, shape)| {
                 let t = store.get(name, DType::F32, device)?;
-                let t = match t.dims() == shape.as_slice() {
-                    true => t,
-                    // patch_embedding.weight [D, C, pt, ph, pw]: the new channels' weights
-                    // are a fresh init's.
-                    false => {
-                        let fresh = init_values(name, shape, wcfg.dim(), cfg.seed);
-                        let fresh = candle_core::Tensor::from_vec(fresh, shape.as_slice(), device)?;
-                        let old = t.dim(1)?;
-                        let extra = fresh.narrow(1, old, shape[1] - old)?;
-                        candle_core::Tensor::cat(&[&t, &extra], 1)?
-                    }
+                // patch_embedding.weight [D, C, pt, ph, pw] of a widened run: the new
+                // channels' weights are a fresh init's.
+                let t = if t.dims() == shape.as_slice() {
+                    t
+                } else {
+                    let fresh = init_values(name, shape, wcfg.dim(), cfg.seed);
+                    let fresh = candle_core::Tensor::from_vec(fresh, shape.as_slice(), device)?;
+                    let old = t.dim(1)?;
+                    let extra = fresh.narrow(1, old, shape[1] - old)?;
+                    candle_core::Tensor::cat(&[&t, &extra], 1)?
                 };
                 Ok(Var::from_tensor(&t)?)
             })
