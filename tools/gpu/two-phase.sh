@@ -1,0 +1,54 @@
+#!/bin/bash
+# The bundled model's two phases in one device call (model card, segments 18-19): a prior phase
+# that teaches the direction words (single movers, 5 frames, pure noise), then a mixture phase on
+# the whole world that brings back the lower noise levels while part of each batch stays at pure
+# noise. Scores each model with the on-device checker, with the models in BASELINES for
+# comparison. Not run by CI.
+#
+# Usage (device tool; carry [".gpu/hsa.gz"] and any model folders named below, timeout_s 600):
+#   OUT=$OUT PRIOR_FROM=.gpu/seg18 BASELINES="models/shapes-wan .gpu/seg18" tools/gpu/two-phase.sh
+# PRIOR_FROM: where the prior phase starts (a plain model is widened by the position channels).
+# PRIOR_S / MIX_S: training budgets in seconds; MIX_TOP / MIX_SINGLE: the mixture's share of
+# each batch at pure noise and of single movers. Writes to $OUT (the device tool brings back at
+# most 8 files): prior.tar and mix.tar (exported models), meta.tar (loss curves, configs,
+# probes, checker reports) and the log on stdout.
+set -uo pipefail
+OUT=${OUT:-out}
+HERE=$(dirname "$0")
+PRIOR_FROM=${PRIOR_FROM:-models/shapes-wan}
+PRIOR_S=${PRIOR_S:-140}
+MIX_S=${MIX_S:-200}
+MIX_TOP=${MIX_TOP:-0.5}
+MIX_SINGLE=${MIX_SINGLE:-0.25}
+EVAL_S=${EVAL_S:-40}
+META=/tmp/two-phase-meta
+rm -rf /tmp/prior /tmp/mix /tmp/prior-model /tmp/shapes-wan "$META"
+mkdir -p "$OUT" "$META"
+
+source "$HERE/env.sh"
+check() { # model name
+  timeout "$EVAL_S" "$BIN" eval checker --model "$1" --captions 50 --device "${DEVICE:-cuda}" --out "$META/checker-$2.json" 2>&1 |
+    grep -a "checker on" | sed "s/^/$2: /"
+}
+for b in ${BASELINES:-}; do check "$b" "$(basename "$b")"; done
+
+# Prior phase: single movers, 5 frames, every sample at sigma ~1.
+OUT=/tmp/prior-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION=1 FRAMES=5 SHIFT=1000 MOTION_WEIGHT=4 \
+  EMA=0.99 LR=${PRIOR_LR:-1e-3} SEED=20 INIT_FROM="$PRIOR_FROM" WORK=/tmp/prior BUDGET_S="$PRIOR_S" \
+  TRAIN_S=$((PRIOR_S + 30)) EVAL_S=1 BIN="$BIN" "$HERE/train-shapes.sh" >"$META/prior.log" 2>&1
+tail -c 400 "$META/prior.log"
+mv /tmp/shapes-wan /tmp/prior-model && cp /tmp/prior-out/shapes-wan.tar "$OUT/prior.tar"
+for f in loss.csv train_config.json probe.txt; do cp "/tmp/prior-out/$f" "$META/prior-$f"; done
+check /tmp/prior-model prior
+
+# Mixture phase: the whole world at 9 frames, MIX_TOP of each batch at pure noise.
+OUT=/tmp/mix-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION="$MIX_SINGLE" TOP_NOISE_FRACTION="$MIX_TOP" \
+  SHIFT=2 MOTION_WEIGHT=4 EMA=0.99 LR=${MIX_LR:-4e-4} SEED=21 INIT_FROM=/tmp/prior-model WORK=/tmp/mix \
+  BUDGET_S="$MIX_S" TRAIN_S=$((MIX_S + 30)) EVAL_S=1 BIN="$BIN" "$HERE/train-shapes.sh" >"$META/mix.log" 2>&1
+tail -c 400 "$META/mix.log"
+cp /tmp/mix-out/shapes-wan.tar "$OUT/mix.tar"
+for f in loss.csv train_config.json probe.txt; do cp "/tmp/mix-out/$f" "$META/mix-$f"; done
+tar -C "$META" -cf "$OUT/meta.tar" .
+check /tmp/shapes-wan mix
+tar -C "$META" -cf "$OUT/meta.tar" .
+ls -la "$OUT"
