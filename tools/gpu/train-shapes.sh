@@ -5,7 +5,7 @@
 # Usage: build and pack `hsa` here with tools/gpu/build-cuda.sh (writes .gpu/hsa.gz), then on
 # the GPU machine, repository root (device tool: carry [".gpu/hsa.gz"], timeout_s 600):
 #   OUT=$OUT BUDGET_S=420 tools/gpu/train-shapes.sh                                  (from scratch)
-#   OUT=$OUT SHIFT=2 MOTION_WEIGHT=4 EMA=0.995 LR=4e-4 SEED=11 INIT_FROM=models/shapes-wan \
+#   OUT=$OUT POSITION_CHANNELS=1 SHIFT=2 MOTION_WEIGHT=4 EMA=0.99 LR=3e-4 SEED=24 INIT_FROM=models/shapes-wan \
 #       BUDGET_S=450 tools/gpu/train-shapes.sh                      (continue the bundled model)
 # A 15-minute lease fits one such call (start 1-2 min, probe, BUDGET_S of training, export and a
 # one-minute checker) with time to spare; the machine goes back 30 s after a call, so a second
