@@ -22,33 +22,35 @@ MIX_TOP=${MIX_TOP:-0.5}
 MIX_SINGLE=${MIX_SINGLE:-0.25}
 EVAL_S=${EVAL_S:-40}
 META=/tmp/two-phase-meta
-rm -rf /tmp/prior /tmp/mix /tmp/prior-model /tmp/shapes-wan "$META"
+rm -rf /tmp/prior-model /tmp/shapes-wan /tmp/prior-out /tmp/mix-out "$META"
 mkdir -p "$OUT" "$META"
 
 source "$HERE/env.sh"
-check() { # model name
-  timeout "$EVAL_S" "$BIN" eval checker --model "$1" --captions 50 --device "${DEVICE:-cuda}" --out "$META/checker-$2.json" 2>&1 |
-    grep -a "checker on" | sed "s/^/$2: /"
+for b in ${BASELINES:-}; do
+  name=$(basename "$b")
+  timeout "$EVAL_S" "$BIN" eval checker --model "$b" --captions 50 --device "${DEVICE:-cuda}" --out "$META/checker-$name.json" 2>&1 |
+    grep -a "checker on" | sed "s/^/$name: /"
+done
+# Keeps a phase's outputs (train-shapes.sh ran its checker on the exported model) and prints its score.
+keep() { # phase
+  cp "/tmp/$1-out/shapes-wan.tar" "$OUT/$1.tar"
+  for f in loss.csv train_config.json probe.txt checker.json; do cp "/tmp/$1-out/$f" "$META/$1-$f" 2>/dev/null || true; done
+  grep -a "checker on" "$META/$1.log" | sed "s/^/$1: /"
 }
-for b in ${BASELINES:-}; do check "$b" "$(basename "$b")"; done
 
 # Prior phase: single movers, 5 frames, every sample at sigma ~1.
 OUT=/tmp/prior-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION=1 FRAMES=5 SHIFT=1000 MOTION_WEIGHT=4 \
-  EMA=0.99 LR=${PRIOR_LR:-1e-3} SEED=20 INIT_FROM="$PRIOR_FROM" WORK=/tmp/prior BUDGET_S="$PRIOR_S" \
-  TRAIN_S=$((PRIOR_S + 30)) EVAL_S=1 BIN="$BIN" "$HERE/train-shapes.sh" >"$META/prior.log" 2>&1
+  EMA=0.99 LR=${PRIOR_LR:-1e-3} SEED=20 INIT_FROM="$PRIOR_FROM" WORK=/tmp/prior FRESH=1 BUDGET_S="$PRIOR_S" \
+  TRAIN_S=$((PRIOR_S + 30)) EVAL_S="$EVAL_S" BIN="$BIN" "$HERE/train-shapes.sh" >"$META/prior.log" 2>&1
 tail -c 400 "$META/prior.log"
-mv /tmp/shapes-wan /tmp/prior-model && cp /tmp/prior-out/shapes-wan.tar "$OUT/prior.tar"
-for f in loss.csv train_config.json probe.txt; do cp "/tmp/prior-out/$f" "$META/prior-$f"; done
-check /tmp/prior-model prior
+mv /tmp/shapes-wan /tmp/prior-model
+keep prior
 
 # Mixture phase: the whole world at 9 frames, MIX_TOP of each batch at pure noise.
 OUT=/tmp/mix-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION="$MIX_SINGLE" TOP_NOISE_FRACTION="$MIX_TOP" \
   SHIFT=2 MOTION_WEIGHT=4 EMA=0.99 LR=${MIX_LR:-4e-4} SEED=21 INIT_FROM=/tmp/prior-model WORK=/tmp/mix \
-  BUDGET_S="$MIX_S" TRAIN_S=$((MIX_S + 30)) EVAL_S=1 BIN="$BIN" "$HERE/train-shapes.sh" >"$META/mix.log" 2>&1
+  FRESH=1 BUDGET_S="$MIX_S" TRAIN_S=$((MIX_S + 30)) EVAL_S="$EVAL_S" BIN="$BIN" "$HERE/train-shapes.sh" >"$META/mix.log" 2>&1
 tail -c 400 "$META/mix.log"
-cp /tmp/mix-out/shapes-wan.tar "$OUT/mix.tar"
-for f in loss.csv train_config.json probe.txt; do cp "/tmp/mix-out/$f" "$META/mix-$f"; done
-tar -C "$META" -cf "$OUT/meta.tar" .
-check /tmp/shapes-wan mix
+keep mix
 tar -C "$META" -cf "$OUT/meta.tar" .
 ls -la "$OUT"
