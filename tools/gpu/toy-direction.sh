@@ -1,18 +1,18 @@
 #!/bin/bash
 # Does a small DiT learn the direction words at all, given many more updates than a CPU gives?
-# (model card, "Toy runs": four toys of 3,000 updates x 8 clips on the CPU learned the colour
+# (models/shapes-wan/HISTORY.md, "Toy runs": four toys of 3,000 updates x 8 clips on the CPU learned the colour
 # words and not the direction words.) Trains toy DiTs from scratch side by side on one GPU
 # (each is bound by per-kernel overhead, so they share it almost for free), and every EVERY_S
 # seconds exports each one's last checkpoint and reads it with the caption_sensitivity example
 # on the machine's CPU cores: reversed / true above 1.00 means the model uses the direction word.
 # The arms (ARMS, any of):
-#   plain   the CPU toys' world and recipe at batch 64 (toy 1 of the model card)
+#   plain   the CPU toys' world and recipe at batch 64 (toy 1 of the history)
 #   anchor  the same with --first-frame-offset 1 (toy 2: a time anchor)
 #   wide    the same at batch 256 (four times the clips per update)
 #   position  the same with --position-channels (each pixel's frame, row and column as inputs)
 # An arm may end in -sN for noise shift N (e.g. position-s1000), else it trains at SHIFT
 # (default 2): with position channels, a shift that puts nearly every sample near sigma 1 is
-# what made a toy learn the direction words on the CPU (model card, toys 5-8). A final -tN
+# what made a toy learn the direction words on the CPU (history, toys 5-8). A final -tN
 # trains N% of each batch at pure noise and the rest at the arm's shift (--top-noise-fraction;
 # e.g. position-t75, position-s5-t50): does a mixture learn the words and keep the rest?
 # Not run by CI.

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The bundled model's two phases in one device call (model card, segments 18-19): a prior phase
+# The bundled model's two phases in one device call (models/shapes-wan/HISTORY.md, segments 18-22): a prior phase
 # that teaches the direction words (single movers, 5 frames, pure noise), then a mixture phase on
 # the whole world that brings back the lower noise levels while part of each batch stays at pure
 # noise. Scores each model with the on-device checker, with the models in BASELINES for

@@ -6,8 +6,8 @@
 //! At pure noise its input is the same everywhere, so its x0 is the same at every place, and a
 //! caption word that says where things are ("moving right": on the left early, on the right
 //! late) is worth nothing there. The bundled pixel-space model ignores its direction words;
-//! with these channels and training at the highest noise a toy DiT learned them (model card
-//! of `models/shapes-wan`, "Toys 5-8").
+//! with these channels and training at the highest noise a toy DiT learned them
+//! (`models/shapes-wan/HISTORY.md`, "Toys 5-8").
 
 use candle_core::{Device, Tensor};
 

@@ -129,7 +129,8 @@ pub struct TrainConfig {
     /// weakly (`examples/position_probe.rs`), which a direction at high noise needs.
     /// Experimental: a model trained with it generates frame 0 offset by this much, and
     /// nothing downstream subtracts it yet. In a toy run it gave the DiT its frame but not
-    /// the direction words (model card, "Toy runs"). 0, as every run before it, adds nothing.
+    /// the direction words (`models/shapes-wan/HISTORY.md`, "Toy runs"). 0, as every run
+    /// before it, adds nothing.
     #[serde(default)]
     pub first_frame_offset: f64,
     /// Give the DiT each pixel's frame, row and column as three clean input channels

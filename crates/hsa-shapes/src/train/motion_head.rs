@@ -23,9 +23,10 @@ pub const NAMES: [&str; 2] = ["motion_head.weight", "motion_head.bias"];
 /// by default `head_in`, the last block's output.
 ///
 /// Why a choice: a head on the last block's output learns the caption's direction words while
-/// the velocity beside it does not use them (segment 11 in the model card): no attention is
-/// left after that point to move content between frames. Read at a middle block, the motion
-/// the head needs sits in the residual stream that the later blocks' attention reads.
+/// the velocity beside it does not use them (segment 11 in `models/shapes-wan/HISTORY.md`):
+/// no attention is left after that point to move content between frames. Read at a middle
+/// block, the motion the head needs sits in the residual stream that the later blocks'
+/// attention reads.
 pub fn trace_name(cfg: &TrainConfig) -> String {
     match cfg.displacement_layer {
         Some(k) => format!("block{}_out", k - 1),

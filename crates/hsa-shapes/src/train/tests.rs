@@ -129,7 +129,8 @@ fn a_run_with_the_motion_head_resumes_exactly_and_exports_only_the_dit() {
 
 /// A run with position channels trains a 6-channel DiT and marks its export; one started
 /// from a plain export keeps every weight of it and gives the new channels a fresh init's
-/// weights (from zero they never grew in the bundled model, model card segment 16).
+/// weights (from zero they never grew in the bundled model: segment 16 in
+/// `models/shapes-wan/HISTORY.md`).
 #[test]
 fn position_channels_widen_the_input_from_the_plain_model_with_fresh_weights() {
     let (plain_work, plain) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
