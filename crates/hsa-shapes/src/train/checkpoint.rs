@@ -110,6 +110,16 @@ pub fn export(work_dir: &Path, out_dir: &Path) -> Result<Vec<f32>> {
             work_dir.display()
         )));
     }
+    // Nothing in the pipeline subtracts the offset again, so such a model would generate
+    // every first frame shifted: it stays a training experiment.
+    if cfg.first_frame_offset != 0.0 {
+        return Err(TrainError::Invalid(format!(
+            "{} was trained with a first-frame offset of {}, which the pipeline does not \
+             subtract: its export would generate every first frame shifted by it",
+            work_dir.display(),
+            cfg.first_frame_offset
+        )));
+    }
     let map = candle_core::safetensors::load(ckpt.tensors_path(), &Device::Cpu)?;
     let wcfg = cfg.dit_config();
     let mut weights = HashMap::new();

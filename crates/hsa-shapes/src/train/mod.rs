@@ -128,7 +128,7 @@ pub struct TrainConfig {
     /// absolute positions, so without one it tells the first frame from the last only
     /// weakly (`examples/position_probe.rs`), which a direction at high noise needs.
     /// Experimental: a model trained with it generates frame 0 offset by this much, and
-    /// nothing downstream subtracts it yet. In a toy run it gave the DiT its frame but not
+    /// nothing downstream subtracts it yet, so `export` refuses such a run. In a toy run it gave the DiT its frame but not
     /// the direction words (`models/shapes-wan/HISTORY.md`, "Toy runs"). 0, as every run
     /// before it, adds nothing.
     #[serde(default)]

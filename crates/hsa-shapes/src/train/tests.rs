@@ -197,6 +197,25 @@ fn position_channels_widen_the_input_from_the_plain_model_with_fresh_weights() {
     assert!(err.to_string().contains("different architecture"), "{err}");
 }
 
+/// A run with a first-frame offset trains, but its export is refused with the reason: the
+/// pipeline would not undo the offset, so the model's first frames would come out shifted.
+#[test]
+fn a_run_with_a_first_frame_offset_is_not_exported() {
+    let cfg = TrainConfig {
+        first_frame_offset: 0.5,
+        steps: 2,
+        ..tiny()
+    };
+    let (work, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    train(&cfg, work.path(), &Device::Cpu, &mut |_| {}).unwrap();
+    let err = export(work.path(), out.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("first-frame offset of 0.5"),
+        "{err}"
+    );
+    assert!(!out.path().join("model_index.json").exists());
+}
+
 /// Frames folded into tokens (`--patch 3,2,2` on 3-frame clips: one token per place) train
 /// and export a model whose config carries the patch and whose velocity has the clip's shape.
 #[test]
