@@ -49,9 +49,16 @@ fn main() {
         height: S,
         frames: f,
     };
-    // Token rows and columns per frame, from the model's own patch (square patches).
-    let grid = S / model.config().patch_size[1];
-    let tokens = f * grid * grid;
+    // Token frames, rows and columns, from the model's own patch (square patches): a
+    // temporal patch of pt folds pt frames into one token frame.
+    let [pt, ph, _] = model.config().patch_size;
+    assert!(
+        f % pt == 0,
+        "FRAMES={f} is not divisible by the temporal patch {pt}"
+    );
+    let ft = f / pt;
+    let grid = S / ph;
+    let tokens = ft * grid * grid;
     let frame_of: Vec<usize> = (0..tokens).map(|i| i / (grid * grid)).collect();
     let column_of: Vec<usize> = (0..tokens).map(|i| i % grid).collect();
     // Probes are fitted on the first 3/4 of the clips and scored on the rest.
@@ -59,7 +66,7 @@ fn main() {
     println!("{clips} clips ({fit} to fit), {f} frames; probe accuracy on held-back clips");
     println!(
         "sigma  block   frame (chance {:.2})   column (chance {:.2})   first/last (chance 0.50)",
-        1.0 / f as f64,
+        1.0 / ft as f64,
         1.0 / grid as f64
     );
     for s in [0.95f64, 0.8, 0.6] {
@@ -94,11 +101,11 @@ fn main() {
                 let ys: Vec<usize> = (0..rows.len()).map(|i| of[i % tokens]).collect();
                 probe(rows, &ys, n, fit * tokens)
             };
-            // Tokens of the first and the last frame only, labelled 0 and 1.
+            // Tokens of the first and the last token frame only, labelled 0 and 1.
             let ends: Vec<(Vec<f32>, usize)> = rows
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| frame_of[i % tokens] == 0 || frame_of[i % tokens] == f - 1)
+                .filter(|(i, _)| frame_of[i % tokens] == 0 || frame_of[i % tokens] == ft - 1)
                 .map(|(i, r)| (r.clone(), usize::from(frame_of[i % tokens] != 0)))
                 .collect();
             let (end_rows, end_labels): (Vec<_>, Vec<_>) = ends.into_iter().unzip();
@@ -110,7 +117,7 @@ fn main() {
                 } else {
                     BLOCKS[k - 1].to_string()
                 },
-                label(&frame_of, f),
+                label(&frame_of, ft),
                 label(&column_of, grid),
                 probe(&end_rows, &end_labels, 2, fit * per_clip)
             );
