@@ -53,7 +53,7 @@ fn main() {
     // temporal patch of pt folds pt frames into one token frame.
     let [pt, ph, _] = model.config().patch_size;
     assert!(
-        f % pt == 0,
+        f.is_multiple_of(pt),
         "FRAMES={f} is not divisible by the temporal patch {pt}"
     );
     let ft = f / pt;
