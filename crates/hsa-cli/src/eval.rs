@@ -185,8 +185,9 @@ fn checker(
         .heading
         .map_or("n/a".to_string(), |h| format!("{h:.2}"));
     println!(
-        "checker on {} {what} captions ({}): overall {:.3}, colour {:.3} (found {:.3}), direction {:.3} (heading {heading}), shape {shape}; {:.1} s",
-        captions, sampler.sampler, report.overall, report.colour, report.colour_recall, report.direction, report.seconds
+        "checker on {} {what} captions ({}): overall {:.3}, colour {:.3} (found {:.3}), direction {:.3} (heading {heading}), shape {shape}, jumping objects {}/{}; {:.1} s",
+        captions, sampler.sampler, report.overall, report.colour, report.colour_recall, report.direction,
+        report.jumping_objects, report.tracked_objects, report.seconds
     );
     Ok(())
 }

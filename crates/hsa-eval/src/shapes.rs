@@ -100,6 +100,9 @@ pub struct ClipScore {
     pub direction: f32,
     pub shape: Option<f32>,
     pub motion_energy: f32,
+    /// Objects whose centroid jumped between neighbouring frames
+    /// ([`hsa_shapes::ObjectReport::jumped`]).
+    pub jumping_objects: usize,
     /// What the checker read for each object of the caption, in caption order.
     pub objects: Vec<ObjectVerdict>,
 }
@@ -124,6 +127,11 @@ pub struct ObjectVerdict {
     pub expected_shape: &'static str,
     /// `None` when the object was found in too few frames.
     pub detected_shape: Option<&'static str>,
+    /// Largest move of the centroid between neighbouring frames (px, to 0.1 px); `None` when
+    /// no two neighbouring frames show the object.
+    pub largest_step_px: Option<f32>,
+    /// Over the checker's jump threshold (8 px at 32x32 and 9 frames).
+    pub jumped: bool,
 }
 
 impl ObjectVerdict {
@@ -142,6 +150,8 @@ impl ObjectVerdict {
             heading: o.heading,
             expected_shape: o.expected_shape.name(),
             detected_shape: o.detected_shape.map(|s| s.name()),
+            largest_step_px: o.largest_step_px.map(|d| (d * 10.0).round() / 10.0),
+            jumped: o.jumped,
         }
     }
 }
@@ -160,6 +170,11 @@ pub struct CheckerReport {
     pub heading: Option<f32>,
     /// `None` when no clip had an object large enough for the shape check.
     pub shape: Option<f32>,
+    /// Objects whose centroid jumped, over all clips, and the objects it could be read for
+    /// (found in two neighbouring frames): erratic motion that `direction` counts only as a
+    /// wrong motion.
+    pub jumping_objects: usize,
+    pub tracked_objects: usize,
     pub seconds: f64,
 }
 
@@ -188,9 +203,7 @@ pub fn evaluate_checker(
             ..Default::default()
         };
         let out = generate(&req, device, &mut |_| {}, &mut |_| {})?;
-        let (_, f, h, w) = out.video.dims4()?;
-        let clip = Clip::from_cfhw(f, h, w, out.video.flatten_all()?.to_vec1::<f32>()?)
-            .map_err(|e| EvalError::Invalid(e.to_string()))?;
+        let clip = Clip::from_tensor(&out.video).map_err(|e| EvalError::Invalid(e.to_string()))?;
         let r = check(&clip, &text).map_err(|e| EvalError::Invalid(e.to_string()))?;
         clips.push(ClipScore {
             caption: text,
@@ -201,6 +214,7 @@ pub fn evaluate_checker(
             direction: r.direction_score,
             shape: r.shape_score,
             motion_energy: r.motion_energy,
+            jumping_objects: r.jumping_objects,
             objects: r.objects.iter().map(ObjectVerdict::new).collect(),
         });
         progress(i + 1);
@@ -222,6 +236,12 @@ pub fn evaluate_checker(
         colour_recall: all(&|c| c.colour_recall),
         direction: all(&|c| c.direction),
         shape: mean(&|c| c.shape),
+        jumping_objects: clips.iter().map(|c| c.jumping_objects).sum(),
+        tracked_objects: clips
+            .iter()
+            .flat_map(|c| &c.objects)
+            .filter(|o| o.largest_step_px.is_some())
+            .count(),
         clips,
         seconds: start.elapsed().as_secs_f64(),
     })
@@ -266,6 +286,8 @@ mod tests {
             assert_eq!(v.expected_motion, motion);
             assert_eq!(v.track.len(), 9);
             assert_eq!(v.track.iter().flatten().count(), v.found_frames);
+            // Tracked in neighbouring frames, moving no farther per frame than the world does.
+            assert!(v.largest_step_px.is_some_and(|d| d <= 5.0) && !v.jumped);
         }
         // A clean generator clip: the checker reads what the caption asks.
         let seen: Vec<_> = verdicts.iter().map(|v| v.detected_motion.clone()).collect();

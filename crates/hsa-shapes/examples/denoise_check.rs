@@ -90,14 +90,7 @@ fn main() {
         let v = model.forward(&input, &t, &ctx, None, None).unwrap();
         x = (&x + (v * (sched.sigmas[i + 1] - sched.sigmas[i])).unwrap()).unwrap();
     }
-    let data = x
-        .clamp(-1f32, 1f32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let clip = hsa_shapes::Clip::from_cfhw(9, 32, 32, data).unwrap();
+    let clip = hsa_shapes::Clip::from_tensor(&x.clamp(-1f32, 1f32).unwrap()).unwrap();
     clip.save_png_strip(std::path::Path::new("/tmp/manual_strip.png"), 4)
         .unwrap();
     println!("{:?}", hsa_shapes::check(&clip, caption).unwrap().overall);

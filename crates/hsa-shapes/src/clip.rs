@@ -2,6 +2,7 @@
 
 use crate::rng::Rng;
 use crate::{Result, ShapesError};
+use candle_core::{DType, Tensor};
 use std::path::Path;
 
 /// An RGB clip stored channel-major as `[3, frames, height, width]` (the DiT's
@@ -40,6 +41,29 @@ impl Clip {
             width,
             data,
         })
+    }
+
+    /// From a model's video tensor: `[3, F, H, W]`, or a batch of one `[1, 3, F, H, W]`
+    /// (a sample or a clean-clip prediction), any float dtype, on any device. Values are kept
+    /// as they are; the checker clamps.
+    pub fn from_tensor(x: &Tensor) -> Result<Self> {
+        let x = match x.dims() {
+            [1, _, _, _, _] => x.squeeze(0)?,
+            [_, _, _, _] => x.clone(),
+            d => {
+                return Err(ShapesError::ClipShape(format!(
+                    "tensor of shape {d:?}, expected [3, F, H, W] or [1, 3, F, H, W]"
+                )))
+            }
+        };
+        let (c, f, h, w) = x.dims4()?;
+        if c != 3 {
+            return Err(ShapesError::ClipShape(format!(
+                "{c} channels, expected 3 (RGB)"
+            )));
+        }
+        let data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Self::from_cfhw(f, h, w, data)
     }
 
     /// From interleaved 8-bit frames `[F, H, W, 3]` (0 maps to -1, 255 to 1).
@@ -206,6 +230,41 @@ mod tests {
         assert_eq!(clip.to_u8_fhwc(), bytes);
         assert_eq!(clip.dims(), [3, 2, 3, 4]);
         assert!(Clip::from_cfhw(2, 3, 4, vec![0.0; 5]).is_err());
+    }
+
+    #[test]
+    fn from_tensor_reads_the_model_layout() {
+        let dev = candle_core::Device::Cpu;
+        let data: Vec<f32> = (0..3 * 2 * 3 * 4).map(|i| i as f32 / 72.0 - 0.5).collect();
+        let batch = Tensor::from_vec(data.clone(), (1, 3, 2, 3, 4), &dev).unwrap();
+        let clip = Clip::from_tensor(&batch).unwrap();
+        assert_eq!(clip.dims(), [3, 2, 3, 4]);
+        // Pixel (t, y, x) of channel c sits at ((c * F + t) * H + y) * W + x.
+        let [r, g, b] = clip.rgb(1, 2, 3);
+        assert_eq!(
+            [r, g, b],
+            [23, 47, 71].map(|i: usize| i as f32 / 72.0 - 0.5)
+        );
+        let single = batch.squeeze(0).unwrap().to_dtype(DType::BF16).unwrap();
+        let from_bf16 = Clip::from_tensor(&single).unwrap();
+        for (a, b) in from_bf16.data().iter().zip(&data) {
+            assert!((a - b).abs() < 1e-2);
+        }
+        let two = Tensor::cat(&[&batch, &batch], 0).unwrap();
+        assert!(matches!(
+            Clip::from_tensor(&two),
+            Err(ShapesError::ClipShape(_))
+        ));
+        let four = Tensor::zeros((4, 2, 3, 4), DType::F32, &dev).unwrap();
+        assert!(matches!(
+            Clip::from_tensor(&four),
+            Err(ShapesError::ClipShape(_))
+        ));
+        let flat = Tensor::zeros((3, 2, 3), DType::F32, &dev).unwrap();
+        assert!(matches!(
+            Clip::from_tensor(&flat),
+            Err(ShapesError::ClipShape(_))
+        ));
     }
 
     #[test]

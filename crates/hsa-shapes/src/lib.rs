@@ -31,7 +31,7 @@ pub use caption::{caption, parse_caption, tokenize, vocabulary};
 pub use check::{check, check_spec, motion_energy, CheckReport, CheckerParams, ObjectReport};
 pub use clip::Clip;
 pub use displacement::displacement_field;
-pub use render::{layout, render, render_layout, ClipConfig, Layout};
+pub use render::{fastest_step_px, layout, render, render_layout, ClipConfig, Layout};
 pub use scene::{
     is_held_out, is_held_out_triple, is_single_mover, sample_eval, sample_scene,
     sample_single_mover, sample_train, Axis, Background, BgColour, Colour, Direction, Motion,
@@ -54,6 +54,9 @@ pub enum ShapesError {
     /// Clip dimensions that do not match the data or are too small.
     #[error("clip shape: {0}")]
     ClipShape(String),
+    /// A tensor that could not be read back (device or dtype failure).
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
 }
 
 pub type Result<T> = std::result::Result<T, ShapesError>;

@@ -90,6 +90,17 @@ pub const BG_MAX_CHROMA: f32 = 0.18;
 pub const OBJECT_GAP: f32 = 1.0;
 const LAYOUT_TRIES: usize = 400;
 
+/// The farthest the world moves an object on screen between neighbouring frames (px): the
+/// fastest bouncing object (the longest travel, turning as near mid-clip as
+/// [`BOUNCE_TURN`] allows, so twice the travel's speed) plus the camera pan. About 4.6 px at
+/// 32x32 and 9 frames; 0 for a single frame. The checker's jump threshold is a multiple of it.
+pub fn fastest_step_px(cfg: &ClipConfig) -> f32 {
+    let longest = TRAVEL.iter().map(|t| t.1).fold(0.0, f32::max);
+    let turn = 0.5f32.clamp(BOUNCE_TURN.0, BOUNCE_TURN.1);
+    let bounce_speed = longest / turn.max(1.0 - turn);
+    (bounce_speed + PAN_TRAVEL) * cfg.scale() * cfg.progress(1)
+}
+
 /// Where the camera is at frame `t` relative to frame 0, in pixels. Screen position =
 /// world position - camera offset.
 pub fn camera_offset(pan: Option<Pan>, cfg: &ClipConfig, t: usize) -> (f32, f32) {

@@ -271,3 +271,89 @@ fn heading_is_the_cosine_to_the_asked_direction() {
     assert!(close(check::heading(&still, Direction::Right), 0.0));
     assert_eq!(check::heading(&right[..1], Direction::Right), None);
 }
+
+fn step(a: (f32, f32), b: (f32, f32)) -> f32 {
+    ((b.0 - a.0).powi(2) + (b.1 - a.1).powi(2)).sqrt()
+}
+
+#[test]
+fn the_fastest_step_bounds_the_generator_tightly() {
+    for frames in [9, 17] {
+        let cfg = ClipConfig::new(32, 32, frames);
+        let bound = fastest_step_px(&cfg);
+        let mut largest = 0f32;
+        for seed in 0..1000 {
+            let l = layout(&sample_train(seed), &cfg, seed);
+            for o in &l.objects {
+                for pair in o.track.windows(2) {
+                    largest = largest.max(step(pair[0], pair[1]));
+                }
+            }
+        }
+        eprintln!("{frames} frames: largest step {largest:.3} px, bound {bound:.3} px");
+        assert!(largest <= bound + 1e-4, "{largest} over {bound}");
+        assert!(largest >= 0.8 * bound, "{largest} far under {bound}");
+    }
+    assert!((fastest_step_px(&ClipConfig::new(32, 32, 9)) - 4.6).abs() < 1e-4);
+    assert_eq!(fastest_step_px(&ClipConfig::new(32, 32, 1)), 0.0);
+}
+
+#[test]
+fn generator_clips_do_not_jump() {
+    for cfg in [ClipConfig::new(32, 32, 9), ClipConfig::default()] {
+        let bound = fastest_step_px(&cfg);
+        let mut tracked = 0;
+        for seed in 0..N {
+            let ex = generate_train(seed, &cfg);
+            let r = check(&ex.clip, &ex.caption).unwrap();
+            assert_eq!(r.jumping_objects, 0, "seed {seed}: {}", ex.caption);
+            for o in &r.objects {
+                assert!(!o.jumped);
+                if let Some(s) = o.largest_step_px {
+                    tracked += 1;
+                    assert!(s <= bound + 1.0, "seed {seed}: step {s} px");
+                }
+            }
+        }
+        assert!(tracked >= 300, "{tracked} objects tracked");
+    }
+}
+
+#[test]
+fn an_object_that_reappears_elsewhere_jumps() {
+    // One still object, no pan, drawn from two seeds: frames 0-4 from one render, 5-8 from
+    // the other, so the object is in one place and then, a frame later, in another.
+    let cfg = ClipConfig::new(32, 32, 9);
+    let spec = (0..)
+        .map(sample_train)
+        .find(|s| {
+            s.objects.len() == 1 && s.objects[0].motion == Motion::Still && s.camera.is_none()
+        })
+        .unwrap();
+    let place = |seed: u64| layout(&spec, &cfg, seed).objects[0].track[0];
+    let (a, b) = (0..)
+        .map(|k| (1, 2 + k))
+        .find(|&(a, b)| step(place(a), place(b)) > 12.0)
+        .unwrap();
+    let first = render(&spec, &cfg, a);
+    let mut spliced = first.clone();
+    let second = render(&spec, &cfg, b);
+    let frame = 32 * 32;
+    for c in 0..3 {
+        let range = (c * 9 + 5) * frame..(c + 1) * 9 * frame;
+        spliced.data_mut()[range.clone()].copy_from_slice(&second.data()[range]);
+    }
+    let text = caption(&spec);
+    let whole = check(&first, &text).unwrap();
+    assert_eq!(whole.jumping_objects, 0);
+    assert!(whole.objects[0].largest_step_px.unwrap() < 0.5);
+    let r = check(&spliced, &text).unwrap();
+    assert_eq!(r.jumping_objects, 1);
+    assert!(r.objects[0].jumped);
+    let moved = step(place(a), place(b));
+    let seen = r.objects[0].largest_step_px.unwrap();
+    assert!(
+        (seen - moved).abs() < 1.0,
+        "read {seen} px, moved {moved} px"
+    );
+}

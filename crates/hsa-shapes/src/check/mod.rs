@@ -53,7 +53,7 @@ pub use pixels::{classify_pixel, colour_strength, hue_chroma, nearest_colour};
 
 use crate::caption::parse_caption;
 use crate::clip::Clip;
-use crate::render::{camera_offset, ClipConfig, HALF_EXTENT};
+use crate::render::{camera_offset, fastest_step_px, ClipConfig, HALF_EXTENT};
 use crate::scene::{Colour, Motion, SceneSpec, Shape};
 use crate::Result;
 
@@ -106,6 +106,11 @@ pub struct CheckerParams {
     /// shape verdict is a plurality over frames, so per-frame errors near the threshold
     /// rarely change it.
     pub square_min_score: f32,
+    /// A centroid that moves farther between neighbouring frames than this multiple of the
+    /// world's fastest object ([`fastest_step_px`]) has jumped: the object re-formed
+    /// elsewhere, or a fragment of its colour outgrew it. 1.75 is 8 px at 32x32 and 9 frames;
+    /// on generator clips the centroid follows the track to a fraction of a pixel.
+    pub jump_factor: f32,
 }
 
 impl Default for CheckerParams {
@@ -122,6 +127,7 @@ impl Default for CheckerParams {
             triangle_min_balance: 0.15,
             triangle_max_fill: 0.56,
             square_min_score: 2.42,
+            jump_factor: 1.75,
         }
     }
 }
@@ -157,6 +163,11 @@ pub struct ObjectReport {
     pub detected_shape: Option<Shape>,
     /// `None` when the object is too small for the shape check.
     pub shape_score: Option<f32>,
+    /// Largest centroid move between neighbouring frames that both show the object (px,
+    /// screen space); `None` when no two neighbouring frames do.
+    pub largest_step_px: Option<f32>,
+    /// `largest_step_px` is over the jump threshold ([`CheckerParams::jump_factor`]).
+    pub jumped: bool,
 }
 
 /// The checker's verdict on a clip and caption. Scores are in [0, 1].
@@ -178,6 +189,9 @@ pub struct CheckReport {
     /// at least `min_pixels` in at least `min_found_fraction` of the frames): hallucinated
     /// or miscoloured objects. They lower `colour_score`.
     pub extra_colours: Vec<Colour>,
+    /// Objects whose centroid jumped ([`ObjectReport::jumped`]). Not part of `overall`: a
+    /// diagnostic of erratic motion, which the direction score sees only as a wrong motion.
+    pub jumping_objects: usize,
 }
 
 /// Checks a clip against a caption (parsed with [`parse_caption`]) with default thresholds.
@@ -195,6 +209,7 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
     let cfg = ClipConfig::new(w, h, frames);
     let s = cfg.scale();
     let min_pixels = params.min_pixels(w, h);
+    let jump_px = params.jump_factor * fastest_step_px(&cfg);
 
     // Nearest named colour and chroma of every pixel, once.
     let mut label = vec![u8::MAX; frames * h * w];
@@ -284,6 +299,16 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
         };
         let shape_score =
             shape_applies.then(|| f32::from(u8::from(detected_shape == Some(o.shape))));
+        let largest_step_px = blobs
+            .windows(2)
+            .filter_map(|pair| match pair {
+                [Some(a), Some(b)] => Some(
+                    ((b.centroid.0 - a.centroid.0).powi(2) + (b.centroid.1 - a.centroid.1).powi(2))
+                        .sqrt(),
+                ),
+                _ => None,
+            })
+            .reduce(f32::max);
         objects.push(ObjectReport {
             colour: o.colour,
             expected_shape: o.shape,
@@ -297,6 +322,8 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
             size_px,
             detected_shape,
             shape_score,
+            largest_step_px,
+            jumped: largest_step_px.is_some_and(|d| d > jump_px),
         });
     }
 
@@ -349,6 +376,7 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
     attrs.extend(shape_score);
     let overall = mean(&attrs).unwrap_or(0.0);
     CheckReport {
+        jumping_objects: objects.iter().filter(|o| o.jumped).count(),
         colour_score,
         colour_recall,
         direction_score,
