@@ -109,7 +109,7 @@ pub struct CheckerParams {
     /// A centroid that moves farther between neighbouring frames than this multiple of the
     /// world's fastest object ([`fastest_step_px`]) has jumped: the object re-formed
     /// elsewhere, or a fragment of its colour outgrew it. 1.75 is 8 px at 32x32 and 9 frames;
-    /// on generator clips the centroid follows the track to a fraction of a pixel.
+    /// no object of a generator clip comes near it (tests/checker.rs).
     pub jump_factor: f32,
 }
 
