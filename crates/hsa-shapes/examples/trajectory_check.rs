@@ -32,7 +32,7 @@ struct ProbeSums {
     direction: f32,
     right_motions: usize,
     jumping: usize,
-    /// Per object, the mean distance (px) of its track from the finished sample's.
+    /// Sum over objects of each track's mean distance (px) from the finished sample's.
     px_from_final: f32,
     objects: usize,
 }
@@ -123,5 +123,5 @@ fn main() {
 }
 
 fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
-    ((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt()
+    (a.0 - b.0).hypot(a.1 - b.1)
 }

@@ -302,10 +302,9 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
         let largest_step_px = blobs
             .windows(2)
             .filter_map(|pair| match pair {
-                [Some(a), Some(b)] => Some(
-                    ((b.centroid.0 - a.centroid.0).powi(2) + (b.centroid.1 - a.centroid.1).powi(2))
-                        .sqrt(),
-                ),
+                [Some(a), Some(b)] => {
+                    Some((b.centroid.0 - a.centroid.0).hypot(b.centroid.1 - a.centroid.1))
+                }
                 _ => None,
             })
             .reduce(f32::max);
