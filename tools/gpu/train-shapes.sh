@@ -46,6 +46,9 @@ DISPLACEMENT_LAYER=${DISPLACEMENT_LAYER:-}
 # Fraction of clips drawn as one object moving straight without pan (a curriculum for the
 # direction words; 0: the whole world, as segments 1-11).
 SINGLE_MOVER_FRACTION=${SINGLE_MOVER_FRACTION:-0}
+# Fraction of clips drawn as two or three objects moving straight in different directions
+# without pan (a curriculum for binding directions to objects; 0: none, as segments 1-26).
+MULTI_MOVER_FRACTION=${MULTI_MOVER_FRACTION:-0}
 # 1: the DiT takes each pixel's frame, row and column as three extra input channels
 # (--position-channels; from a plain INIT_FROM their weights start as a fresh init's). 0: a plain DiT.
 POSITION_CHANNELS=${POSITION_CHANNELS:-0}
@@ -56,7 +59,7 @@ TOP_NOISE_FRACTION=${TOP_NOISE_FRACTION:-0}
 SEED=${SEED:-0}
 ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$FRAMES" --size 32 --lr "$LR" --ema-decay "$EMA"
   --shift "$SHIFT" --motion-weight "$MOTION_WEIGHT" --displacement-weight "$DISPLACEMENT_WEIGHT" --single-mover-fraction "$SINGLE_MOVER_FRACTION"
-  --top-noise-fraction "$TOP_NOISE_FRACTION" --seed "$SEED")
+  --multi-mover-fraction "$MULTI_MOVER_FRACTION" --top-noise-fraction "$TOP_NOISE_FRACTION" --seed "$SEED")
 [ -n "$DISPLACEMENT_LAYER" ] && ARCH+=(--displacement-layer "$DISPLACEMENT_LAYER")
 [ "$POSITION_CHANNELS" = 1 ] && ARCH+=(--position-channels)
 mkdir -p "$OUT"

@@ -69,7 +69,9 @@ enum EvalCommand {
         /// Caption space: `held-out` (never trained on; the model card's score), `train`
         /// (new scenes from the training part: a validation set for choosing settings) or
         /// `single-mover` (training-part scenes of one object moving straight, no pan: does
-        /// the model follow the direction words at all).
+        /// the model follow the direction words at all) or `multi-mover` (two or three
+        /// objects moving straight in different directions, no pan: does it bind each
+        /// direction to its object).
         #[arg(long, default_value = "held-out")]
         split: hsa_eval::shapes::CaptionSplit,
         #[arg(long, default_value_t = 0)]

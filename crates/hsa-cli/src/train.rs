@@ -91,6 +91,11 @@ pub struct ShapesArgs {
     /// a curriculum for the direction words. 0 draws the whole world.
     #[arg(long, default_value_t = 0.0)]
     pub single_mover_fraction: f64,
+    /// Fraction (0 to 1) of the clips drawn as two or three objects moving straight in
+    /// different directions, without camera pan: a curriculum for binding each direction to
+    /// its object. With --single-mover-fraction, the two add up to at most 1.
+    #[arg(long, default_value_t = 0.0)]
+    pub multi_mover_fraction: f64,
     /// Experimental time anchor: added to every value of each training clip's first frame
     /// (-2 to 2). A model trained with it generates that frame offset; 0 adds nothing.
     #[arg(long, default_value_t = 0.0)]
@@ -142,6 +147,7 @@ impl ShapesArgs {
             displacement_weight: self.displacement_weight,
             displacement_layer: self.displacement_layer,
             single_mover_fraction: self.single_mover_fraction,
+            multi_mover_fraction: self.multi_mover_fraction,
             first_frame_offset: self.first_frame_offset,
             position_channels: self.position_channels,
             top_noise_fraction: self.top_noise_fraction,

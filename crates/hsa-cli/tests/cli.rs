@@ -163,7 +163,16 @@ fn bad_inputs_fail_cleanly_without_output() {
 fn a_bad_training_configuration_fails_before_its_work_folder_exists() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("run");
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &[
+                "--single-mover-fraction",
+                "0.5",
+                "--multi-mover-fraction",
+                "0.75",
+            ],
+            "single-mover fraction 0.5 and multi-mover fraction 0.75 add up to more than 1",
+        ),
         (
             &["--displacement-weight", "1", "--displacement-layer", "9"],
             "displacement layer 9 must name one of the 6 blocks",

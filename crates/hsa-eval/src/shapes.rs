@@ -8,8 +8,8 @@ use hsa_core::ScheduleKind;
 use hsa_pipeline::generate::{generate, GenerateRequest};
 use hsa_pipeline::sampling::SamplerOptions;
 use hsa_shapes::{
-    caption, check, sample_eval, sample_single_mover, sample_train, Clip, Motion, ObjectReport,
-    SceneSpec,
+    caption, check, sample_eval, sample_multi_mover, sample_single_mover, sample_train, Clip,
+    Motion, ObjectReport, SceneSpec,
 };
 
 use crate::{EvalError, Result};
@@ -29,6 +29,10 @@ pub enum CaptionSplit {
     /// other object to bind them to (the held-out set has only about ten single-object
     /// captions in fifty).
     SingleMover,
+    /// Two or three objects moving straight in different directions, no camera pan, from the
+    /// training part (new draws): whether a model binds each direction to its object, where
+    /// `SingleMover` asks only whether it follows the words.
+    MultiMover,
 }
 
 /// Scene seeds of the validation splits are `i ^ VALIDATION_STREAM`. Training runs draw
@@ -43,6 +47,7 @@ impl CaptionSplit {
             CaptionSplit::HeldOut => "held-out",
             CaptionSplit::Train => "training-space",
             CaptionSplit::SingleMover => "single-mover",
+            CaptionSplit::MultiMover => "multi-mover",
         }
     }
 
@@ -52,6 +57,7 @@ impl CaptionSplit {
             CaptionSplit::HeldOut => sample_eval(i),
             CaptionSplit::Train => sample_train(i ^ VALIDATION_STREAM),
             CaptionSplit::SingleMover => sample_single_mover(i ^ VALIDATION_STREAM),
+            CaptionSplit::MultiMover => sample_multi_mover(i ^ VALIDATION_STREAM),
         }
     }
 }
@@ -63,8 +69,9 @@ impl std::str::FromStr for CaptionSplit {
             "held-out" => Ok(Self::HeldOut),
             "train" => Ok(Self::Train),
             "single-mover" => Ok(Self::SingleMover),
+            "multi-mover" => Ok(Self::MultiMover),
             _ => Err(EvalError::Invalid(format!(
-                "unknown caption split {s:?} (held-out, train or single-mover)"
+                "unknown caption split {s:?} (held-out, train, single-mover or multi-mover)"
             ))),
         }
     }
@@ -258,10 +265,16 @@ mod tests {
             assert!(!hsa_shapes::is_held_out(&CaptionSplit::Train.scene(i)));
             let single = CaptionSplit::SingleMover.scene(i);
             assert!(hsa_shapes::is_single_mover(&single) && !hsa_shapes::is_held_out(&single));
+            let multi = CaptionSplit::MultiMover.scene(i);
+            assert!(hsa_shapes::is_multi_mover(&multi) && !hsa_shapes::is_held_out(&multi));
         }
         assert_eq!(
             "single-mover".parse::<CaptionSplit>().unwrap(),
             CaptionSplit::SingleMover
+        );
+        assert_eq!(
+            "multi-mover".parse::<CaptionSplit>().unwrap(),
+            CaptionSplit::MultiMover
         );
         assert_eq!(CaptionSplit::HeldOut.scene(3), sample_eval(3));
         assert!("validation".parse::<CaptionSplit>().is_err());

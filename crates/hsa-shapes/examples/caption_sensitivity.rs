@@ -24,7 +24,10 @@
 //! The clips have 9 frames unless `FRAMES` says otherwise (the DiT takes any frame count): at 5
 //! frames the world's objects step twice as far between neighbouring frames. With `SINGLE=1`
 //! the clips are single movers (one object moving straight, no pan), for models trained on
-//! those alone (`--single-mover-fraction 1`). `ANCHOR=o` adds `o` to the clips' first frame,
+//! those alone (`--single-mover-fraction 1`); with `MULTI=1` they are multi movers (two or
+//! three objects moving straight in different directions, no pan), where reversing the
+//! first object's direction alone asks whether the model binds each direction to its object.
+//! `ANCHOR=o` adds `o` to the clips' first frame,
 //! for models trained with `--first-frame-offset o`. `SIGMAS=1,0.95` picks the noise levels
 //! (default 0.95, 0.8, 0.6, 0.4); at 1 the `caption_prior` example gives the ceiling.
 //!
@@ -36,7 +39,8 @@ use hsa_shapes::train::text_stack::TextStack;
 use hsa_shapes::train::with_positions;
 use hsa_shapes::train::{motion_head, TrainConfig};
 use hsa_shapes::{
-    caption, displacement_field, generate_single_mover, generate_train, ClipConfig, Example, Motion,
+    caption, displacement_field, generate_multi_mover, generate_single_mover, generate_train,
+    ClipConfig, Example, Motion,
 };
 
 const S: usize = 32;
@@ -60,13 +64,12 @@ fn main() {
     };
     let anchor: f32 = std::env::var("ANCHOR").map_or(0.0, |v| v.parse().expect("ANCHOR"));
     let single = std::env::var("SINGLE").is_ok_and(|v| v == "1");
+    let multi = std::env::var("MULTI").is_ok_and(|v| v == "1");
     let examples: Vec<Example> = (0..)
-        .map(|seed| {
-            if single {
-                generate_single_mover(7_000 + seed, &cfg)
-            } else {
-                generate_train(7_000 + seed, &cfg)
-            }
+        .map(|seed| match (single, multi) {
+            (true, _) => generate_single_mover(7_000 + seed, &cfg),
+            (false, true) => generate_multi_mover(7_000 + seed, &cfg),
+            (false, false) => generate_train(7_000 + seed, &cfg),
         })
         .filter(|ex| matches!(ex.spec.objects[0].motion, Motion::Moving(_)))
         .take(clips)

@@ -33,9 +33,9 @@ pub use clip::Clip;
 pub use displacement::displacement_field;
 pub use render::{fastest_step_px, layout, render, render_layout, ClipConfig, Layout};
 pub use scene::{
-    is_held_out, is_held_out_triple, is_single_mover, sample_eval, sample_scene,
-    sample_single_mover, sample_train, Axis, Background, BgColour, Colour, Direction, Motion,
-    ObjectSpec, Pan, Pattern, SceneSpec, Shape,
+    is_held_out, is_held_out_triple, is_multi_mover, is_single_mover, sample_eval,
+    sample_multi_mover, sample_scene, sample_single_mover, sample_train, Axis, Background,
+    BgColour, Colour, Direction, Motion, ObjectSpec, Pan, Pattern, SceneSpec, Shape,
 };
 
 /// Errors of the shapes world.
@@ -81,6 +81,12 @@ pub fn generate_train(seed: u64, cfg: &ClipConfig) -> Example {
 /// [`sample_single_mover`]`(seed)`, rendered with `seed`.
 pub fn generate_single_mover(seed: u64, cfg: &ClipConfig) -> Example {
     example(sample_single_mover(seed), seed, cfg)
+}
+
+/// A training example of two or three straight movers in different directions without pan:
+/// scene from [`sample_multi_mover`]`(seed)`, rendered with `seed`.
+pub fn generate_multi_mover(seed: u64, cfg: &ClipConfig) -> Example {
+    example(sample_multi_mover(seed), seed, cfg)
 }
 
 /// An evaluation (held-out) example: scene from [`sample_eval`]`(seed)`, rendered with `seed`.

@@ -514,6 +514,36 @@ pub fn sample_single_mover(seed: u64) -> SceneSpec {
         .expect("unbounded search")
 }
 
+/// Two or three objects, each moving straight in its own direction (no two alike), with no
+/// camera pan. The trainer's binding curriculum (`multi_mover_fraction`) draws these: a
+/// model that follows the direction words on single movers must still tell which object
+/// each direction belongs to, and in these clips every object's direction is different, so
+/// swapping them is always wrong.
+pub fn is_multi_mover(spec: &SceneSpec) -> bool {
+    let directions: Vec<Direction> = spec
+        .objects
+        .iter()
+        .filter_map(|o| match o.motion {
+            Motion::Moving(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    let n = spec.objects.len();
+    n >= 2
+        && directions.len() == n
+        && spec.camera.is_none()
+        && (1..n).all(|i| !directions[..i].contains(&directions[i]))
+}
+
+/// A training scene that is a multi mover: [`sample_train`]'s distribution conditioned on
+/// [`is_multi_mover`] (re-drawn deterministically until it is one).
+pub fn sample_multi_mover(seed: u64) -> SceneSpec {
+    (0u64..)
+        .map(|attempt| sample_train(crate::rng::mix(seed ^ 0x3017_1000_0000_0000, attempt)))
+        .find(is_multi_mover)
+        .expect("unbounded search")
+}
+
 /// An evaluation scene: [`sample_scene`] draws until the scene is held out, i.e. it contains
 /// at least one held-out triple.
 pub fn sample_eval(seed: u64) -> SceneSpec {
@@ -593,6 +623,46 @@ mod tests {
             (20..120).contains(&mixed),
             "{mixed} of 400 plain training scenes"
         );
+    }
+
+    #[test]
+    fn multi_movers_are_two_or_three_straight_movers_in_different_directions() {
+        let mut counts = [0usize; 4];
+        let mut directions = std::collections::HashSet::new();
+        for seed in 0..400 {
+            let spec = sample_multi_mover(seed);
+            spec.validate().unwrap();
+            assert!(!is_held_out(&spec), "seed {seed}: held-out scene");
+            assert_eq!(spec.camera, None, "seed {seed}");
+            counts[spec.objects.len()] += 1;
+            let mut seen = Vec::new();
+            for o in &spec.objects {
+                match o.motion {
+                    Motion::Moving(d) => {
+                        assert!(!seen.contains(&d), "seed {seed}: {d:?} twice");
+                        seen.push(d);
+                        directions.insert(d);
+                    }
+                    other => panic!("seed {seed}: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(counts[..2], [0, 0]);
+        assert!(counts[2] > 100 && counts[3] > 50, "{counts:?}");
+        assert_eq!(directions.len(), 8, "every direction is drawn");
+        // Not a multi mover: one object, a pan, a still object, or two alike.
+        let spec = sample_multi_mover(7);
+        let mut one = spec.clone();
+        one.objects.truncate(1);
+        let mut panned = spec.clone();
+        panned.camera = Some(Pan::Left);
+        let mut still = spec.clone();
+        still.objects[1].motion = Motion::Still;
+        let mut alike = spec.clone();
+        alike.objects[1].motion = alike.objects[0].motion;
+        for s in [one, panned, still, alike] {
+            assert!(!is_multi_mover(&s), "{s:?}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the CPU from the run's seed and the step alone.
 
 use crate::rng::Rng;
-use crate::{displacement_field, generate_single_mover, generate_train};
+use crate::{displacement_field, generate_multi_mover, generate_single_mover, generate_train};
 
 use super::TrainConfig;
 
@@ -25,20 +25,46 @@ pub struct BatchDraw {
     pub displacement: Vec<f32>,
 }
 
+/// Which part of the world a training sample is drawn from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Curriculum {
+    World,
+    SingleMover,
+    MultiMover,
+}
+
+/// The part of the world sample `seed` comes from: one uniform draw from the sample's own
+/// stream, single movers below `single_mover_fraction`, multi movers in the next
+/// `multi_mover_fraction`. The single-mover test is the one runs before the multi movers
+/// made, so their batches are unchanged.
+fn curriculum(cfg: &TrainConfig, seed: u64) -> Curriculum {
+    let (single, multi) = (cfg.single_mover_fraction, cfg.multi_mover_fraction);
+    if single <= 0.0 && multi <= 0.0 {
+        return Curriculum::World;
+    }
+    let u = Rng::stream(seed, 0x51_6E1E).f32();
+    if u < single as f32 {
+        Curriculum::SingleMover
+    } else if u < (single + multi) as f32 {
+        Curriculum::MultiMover
+    } else {
+        Curriculum::World
+    }
+}
+
 /// Draws update `step`'s batch. Sample `i` is generator clip `mix(seed, step·B + i)` with its
 /// own noise stream, so samples are drawn in parallel (up to `threads` at once). With a
-/// `single_mover_fraction` each sample is, with that probability (decided from its own seed),
-/// a single straight mover instead.
+/// `single_mover_fraction` or `multi_mover_fraction` each sample is, with that probability
+/// (decided from its own seed), a single straight mover or several instead.
 pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
     let clip_cfg = cfg.clip();
     let per = 3 * cfg.frames * cfg.height * cfg.width;
     let sample = |i: usize| {
         let seed = crate::rng::mix(cfg.seed, (step * cfg.batch + i) as u64);
-        let single = cfg.single_mover_fraction > 0.0
-            && Rng::stream(seed, 0x51_6E1E).chance(cfg.single_mover_fraction as f32);
-        let ex = match single {
-            true => generate_single_mover(seed, &clip_cfg),
-            false => generate_train(seed, &clip_cfg),
+        let ex = match curriculum(cfg, seed) {
+            Curriculum::SingleMover => generate_single_mover(seed, &clip_cfg),
+            Curriculum::MultiMover => generate_multi_mover(seed, &clip_cfg),
+            Curriculum::World => generate_train(seed, &clip_cfg),
         };
         let displacement = match cfg.displacement_weight > 0.0 {
             true => displacement_field(&ex.layout, &clip_cfg),
@@ -253,6 +279,53 @@ mod tests {
         let draw = draw_batch(&cfg(1.0), 1, 1);
         let seed = crate::rng::mix(0, 16);
         let ex = generate_single_mover(seed, &cfg(1.0).clip());
+        assert_eq!(
+            (&draw.x0[..3 * 64 * 3], &draw.prompts[0]),
+            (ex.clip.data(), &ex.caption)
+        );
+    }
+
+    #[test]
+    fn the_multi_mover_fraction_sets_how_many_clips_bind_several_directions() {
+        let cfg = |single: f64, multi: f64| TrainConfig {
+            width: 8,
+            height: 8,
+            frames: 3,
+            batch: 16,
+            cfg_dropout: 0.0,
+            single_mover_fraction: single,
+            multi_mover_fraction: multi,
+            ..Default::default()
+        };
+        let kinds = |single: f64, multi: f64| -> (usize, usize) {
+            let specs: Vec<_> = (0..4)
+                .flat_map(|step| draw_batch(&cfg(single, multi), step, 2).prompts)
+                .map(|p| crate::parse_caption(&p).unwrap())
+                .collect();
+            let singles = specs.iter().filter(|s| crate::is_single_mover(s)).count();
+            let multis = specs.iter().filter(|s| crate::is_multi_mover(s)).count();
+            (singles, multis)
+        };
+        // 64 clips each: the whole world has about one multi mover in six.
+        assert!(kinds(0.0, 0.0).1 < 20, "{:?}", kinds(0.0, 0.0));
+        assert_eq!(kinds(0.0, 1.0), (0, 64));
+        let (singles, multis) = kinds(0.5, 0.5);
+        assert_eq!(singles + multis, 64);
+        assert!((20..=44).contains(&singles), "{singles}");
+        // A multi-mover share takes its clips from the whole-world ones only: with it the
+        // single movers are the same clips, and every clip that changed is a multi mover.
+        let (a, b) = (
+            draw_batch(&cfg(0.25, 0.0), 2, 1),
+            draw_batch(&cfg(0.25, 0.5), 2, 1),
+        );
+        let changed: Vec<_> = (a.prompts.iter().zip(&b.prompts))
+            .filter(|(pa, pb)| pa != pb)
+            .map(|(_, pb)| crate::parse_caption(pb).unwrap())
+            .collect();
+        assert!(!changed.is_empty() && changed.iter().all(crate::is_multi_mover));
+        let seed = crate::rng::mix(0, 16);
+        let ex = generate_multi_mover(seed, &cfg(0.0, 1.0).clip());
+        let draw = draw_batch(&cfg(0.0, 1.0), 1, 1);
         assert_eq!(
             (&draw.x0[..3 * 64 * 3], &draw.prompts[0]),
             (ex.clip.data(), &ex.caption)

@@ -123,6 +123,13 @@ pub struct TrainConfig {
     /// every run before it, draws the whole world only.
     #[serde(default)]
     pub single_mover_fraction: f64,
+    /// Fraction of each batch's clips drawn as two or three straight movers in different
+    /// directions without pan ([`crate::sample_multi_mover`]): a curriculum for binding each
+    /// direction to its object, which the bundled model fails at in scenes of several
+    /// objects though it follows the words on single movers. Drawn apart from the single
+    /// movers; the two fractions add up to at most 1. 0, as every run before it, draws none.
+    #[serde(default)]
+    pub multi_mover_fraction: f64,
     /// Added to every value of each clip's first frame before noising: a time anchor, as
     /// real Wan's causal VAE gives its DiT by encoding frame 0 alone. The DiT has no
     /// absolute positions, so without one it tells the first frame from the last only
@@ -184,6 +191,7 @@ impl Default for TrainConfig {
             displacement_weight: 0.0,
             displacement_layer: None,
             single_mover_fraction: 0.0,
+            multi_mover_fraction: 0.0,
             first_frame_offset: 0.0,
             position_channels: false,
             top_noise_fraction: 0.0,
@@ -261,6 +269,15 @@ impl TrainConfig {
         let f = self.single_mover_fraction;
         if !(0.0..=1.0).contains(&f) {
             return bad(format!("single-mover fraction {f} must lie in [0, 1]"));
+        }
+        let m = self.multi_mover_fraction;
+        if !(0.0..=1.0).contains(&m) {
+            return bad(format!("multi-mover fraction {m} must lie in [0, 1]"));
+        }
+        if f + m > 1.0 {
+            return bad(format!(
+                "single-mover fraction {f} and multi-mover fraction {m} add up to more than 1"
+            ));
         }
         let f = self.top_noise_fraction;
         if !(0.0..=1.0).contains(&f) {
