@@ -48,7 +48,7 @@ impl ProbeSums {
                 .centroids
                 .iter()
                 .zip(&fin.centroids)
-                .filter_map(|(a, b)| Some(dist((*a)?, (*b)?)))
+                .filter_map(|(a, b)| Some(check::distance_px((*a)?, (*b)?)))
                 .collect();
             if !d.is_empty() {
                 self.px_from_final += d.iter().sum::<f32>() / d.len() as f32;
@@ -120,8 +120,4 @@ fn main() {
             sum.px_from_final / sum.objects.max(1) as f32
         );
     }
-}
-
-fn dist(a: (f32, f32), b: (f32, f32)) -> f32 {
-    (a.0 - b.0).hypot(a.1 - b.1)
 }

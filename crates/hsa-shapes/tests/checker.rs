@@ -272,10 +272,6 @@ fn heading_is_the_cosine_to_the_asked_direction() {
     assert_eq!(check::heading(&right[..1], Direction::Right), None);
 }
 
-fn step(a: (f32, f32), b: (f32, f32)) -> f32 {
-    ((b.0 - a.0).powi(2) + (b.1 - a.1).powi(2)).sqrt()
-}
-
 #[test]
 fn the_fastest_step_bounds_the_generator_tightly() {
     for frames in [9, 17] {
@@ -286,7 +282,7 @@ fn the_fastest_step_bounds_the_generator_tightly() {
             let l = layout(&sample_train(seed), &cfg, seed);
             for o in &l.objects {
                 for pair in o.track.windows(2) {
-                    largest = largest.max(step(pair[0], pair[1]));
+                    largest = largest.max(check::distance_px(pair[0], pair[1]));
                 }
             }
         }
@@ -333,7 +329,7 @@ fn an_object_that_reappears_elsewhere_jumps() {
     let place = |seed: u64| layout(&spec, &cfg, seed).objects[0].track[0];
     let (a, b) = (0..)
         .map(|k| (1, 2 + k))
-        .find(|&(a, b)| step(place(a), place(b)) > 12.0)
+        .find(|&(a, b)| check::distance_px(place(a), place(b)) > 12.0)
         .unwrap();
     let first = render(&spec, &cfg, a);
     let mut spliced = first.clone();
@@ -350,7 +346,7 @@ fn an_object_that_reappears_elsewhere_jumps() {
     let r = check(&spliced, &text).unwrap();
     assert_eq!(r.jumping_objects, 1);
     assert!(r.objects[0].jumped);
-    let moved = step(place(a), place(b));
+    let moved = check::distance_px(place(a), place(b));
     let seen = r.objects[0].largest_step_px.unwrap();
     assert!(
         (seen - moved).abs() < 1.0,

@@ -48,7 +48,7 @@ mod motion;
 mod pixels;
 
 pub use blob::{classify_shape, largest_blob, Blob};
-pub use motion::{classify_motion, heading, least_squares_velocity, motion_energy};
+pub use motion::{classify_motion, distance_px, heading, least_squares_velocity, motion_energy};
 pub use pixels::{classify_pixel, colour_strength, hue_chroma, nearest_colour};
 
 use crate::caption::parse_caption;
@@ -302,9 +302,7 @@ pub fn check_spec(clip: &Clip, spec: &SceneSpec, params: &CheckerParams) -> Chec
         let largest_step_px = blobs
             .windows(2)
             .filter_map(|pair| match pair {
-                [Some(a), Some(b)] => {
-                    Some((b.centroid.0 - a.centroid.0).hypot(b.centroid.1 - a.centroid.1))
-                }
+                [Some(a), Some(b)] => Some(distance_px(a.centroid, b.centroid)),
                 _ => None,
             })
             .reduce(f32::max);

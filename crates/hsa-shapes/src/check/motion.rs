@@ -96,6 +96,12 @@ pub fn least_squares_velocity(points: &[(usize, f32, f32)]) -> Option<(f32, f32)
     Some((slope(|q| q.1, mx), slope(|q| q.2, my)))
 }
 
+/// Distance in pixels between two centroids `(x, y)`: how far an object stepped between two
+/// frames (the checker's jumps, the generator's fastest step).
+pub fn distance_px(a: (f32, f32), b: (f32, f32)) -> f32 {
+    (b.0 - a.0).hypot(b.1 - a.1)
+}
+
 /// Graded direction agreement of an object asked to move in `direction`: the cosine between
 /// that direction and the trajectory's least-squares velocity (1 along it, 0 across, -1
 /// against; 0 for a trajectory that does not move). `None` with fewer than two frames.
