@@ -8,8 +8,11 @@
 # Usage (device tool; carry [".gpu/hsa.gz"] and any model folders named below, timeout_s 600):
 #   OUT=$OUT PRIOR_FROM=.gpu/seg18 BASELINES="models/shapes-wan .gpu/seg18" tools/gpu/two-phase.sh
 # PRIOR_FROM: where the prior phase starts (a plain model is widened by the position channels).
-# PRIOR_S / MIX_S: training budgets in seconds; MIX_TOP / MIX_SINGLE: the mixture's share of
-# each batch at pure noise and of single movers. Writes to $OUT (the device tool brings back at
+# PRIOR_S / MIX_S: training budgets in seconds; PRIOR_SINGLE / PRIOR_MULTI: the prior phase's
+# share of single movers (default 1, as segments 18-20) and of multi movers (two or three
+# straight movers in different directions, for binding directions to objects; default 0);
+# MIX_TOP / MIX_SINGLE / MIX_MULTI: the mixture's share of each batch at pure noise, of single
+# movers and of multi movers. Writes to $OUT (the device tool brings back at
 # most 8 files): prior.tar and mix.tar (exported models), meta.tar (loss curves, configs,
 # probes, checker reports) and the log on stdout.
 set -uo pipefail
@@ -20,6 +23,9 @@ PRIOR_S=${PRIOR_S:-140}
 MIX_S=${MIX_S:-200}
 MIX_TOP=${MIX_TOP:-0.5}
 MIX_SINGLE=${MIX_SINGLE:-0.25}
+MIX_MULTI=${MIX_MULTI:-0}
+PRIOR_SINGLE=${PRIOR_SINGLE:-1}
+PRIOR_MULTI=${PRIOR_MULTI:-0}
 EVAL_S=${EVAL_S:-40}
 META=/tmp/two-phase-meta
 rm -rf /tmp/prior-model /tmp/shapes-wan /tmp/prior-out /tmp/mix-out "$META"
@@ -38,8 +44,8 @@ keep() { # phase
   grep -a "checker on" "$META/$1.log" | sed "s/^/$1: /"
 }
 
-# Prior phase: single movers, 5 frames, every sample at sigma ~1.
-OUT=/tmp/prior-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION=1 FRAMES=5 SHIFT=1000 MOTION_WEIGHT=4 \
+# Prior phase: single (and multi) movers, 5 frames, every sample at sigma ~1.
+OUT=/tmp/prior-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION="$PRIOR_SINGLE" MULTI_MOVER_FRACTION="$PRIOR_MULTI" FRAMES=5 SHIFT=1000 MOTION_WEIGHT=4 \
   EMA=0.99 LR=${PRIOR_LR:-1e-3} SEED=20 INIT_FROM="$PRIOR_FROM" WORK=/tmp/prior FRESH=1 BUDGET_S="$PRIOR_S" \
   TRAIN_S=$((PRIOR_S + 30)) EVAL_S="$EVAL_S" BIN="$BIN" "$HERE/train-shapes.sh" >"$META/prior.log" 2>&1
 tail -c 400 "$META/prior.log"
@@ -47,7 +53,7 @@ mv /tmp/shapes-wan /tmp/prior-model
 keep prior
 
 # Mixture phase: the whole world at 9 frames, MIX_TOP of each batch at pure noise.
-OUT=/tmp/mix-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION="$MIX_SINGLE" TOP_NOISE_FRACTION="$MIX_TOP" \
+OUT=/tmp/mix-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION="$MIX_SINGLE" MULTI_MOVER_FRACTION="$MIX_MULTI" TOP_NOISE_FRACTION="$MIX_TOP" \
   SHIFT=2 MOTION_WEIGHT=4 EMA=0.99 LR=${MIX_LR:-4e-4} SEED=21 INIT_FROM=/tmp/prior-model WORK=/tmp/mix \
   FRESH=1 BUDGET_S="$MIX_S" TRAIN_S=$((MIX_S + 30)) EVAL_S="$EVAL_S" BIN="$BIN" "$HERE/train-shapes.sh" >"$META/mix.log" 2>&1
 tail -c 400 "$META/mix.log"
