@@ -35,8 +35,8 @@ enum Curriculum {
 
 /// The part of the world sample `seed` comes from: one uniform draw from the sample's own
 /// stream, single movers below `single_mover_fraction`, multi movers in the next
-/// `multi_mover_fraction`. The single-mover test is the one runs before the multi movers
-/// made, so their batches are unchanged.
+/// `multi_mover_fraction`. The single-mover test is the same draw and comparison as before
+/// multi movers existed, so runs without them get the batches they always got.
 fn curriculum(cfg: &TrainConfig, seed: u64) -> Curriculum {
     let (single, multi) = (cfg.single_mover_fraction, cfg.multi_mover_fraction);
     if single <= 0.0 && multi <= 0.0 {
