@@ -154,8 +154,8 @@ fn ridge(set: &[Sample], r: usize) -> Vec<[f64; 8]> {
     solve(xtx, xty)
 }
 
-/// Solves `a · x = b` for symmetric positive definite `a` (Gaussian elimination with partial
-/// pivoting; `d` is 65, so no library is worth it).
+/// Solves `a · x = b` (Gaussian elimination with partial pivoting; `a` is 65 x 65, so no
+/// library is worth it).
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<[f64; 8]>) -> Vec<[f64; 8]> {
     let d = a.len();
     for col in 0..d {
@@ -164,20 +164,29 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<[f64; 8]>) -> Vec<[f64; 8]> {
             .unwrap();
         a.swap(col, pivot);
         b.swap(col, pivot);
-        for row in col + 1..d {
-            let f = a[row][col] / a[col][col];
-            for k in col..d {
-                a[row][k] -= f * a[col][k];
+        let (done, rest) = a.split_at_mut(col + 1);
+        let (b_done, b_rest) = b.split_at_mut(col + 1);
+        let (top, b_top) = (&done[col], &b_done[col]);
+        for (row, b_row) in rest.iter_mut().zip(b_rest) {
+            let f = row[col] / top[col];
+            for (x, t) in row[col..].iter_mut().zip(&top[col..]) {
+                *x -= f * t;
             }
-            for k in 0..8 {
-                b[row][k] -= f * b[col][k];
+            for (x, t) in b_row.iter_mut().zip(b_top) {
+                *x -= f * t;
             }
         }
     }
     for col in (0..d).rev() {
-        for k in 0..8 {
-            let rest: f64 = (col + 1..d).map(|j| a[col][j] * b[j][k]).sum();
-            b[col][k] = (b[col][k] - rest) / a[col][col];
+        let (head, solved) = b.split_at_mut(col + 1);
+        let x = &mut head[col];
+        for (a_cj, bj) in a[col][col + 1..].iter().zip(solved.iter()) {
+            for (xk, bk) in x.iter_mut().zip(bj) {
+                *xk -= a_cj * bk;
+            }
+        }
+        for xk in x.iter_mut() {
+            *xk /= a[col][col];
         }
     }
     b
@@ -186,8 +195,8 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<[f64; 8]>) -> Vec<[f64; 8]> {
 fn apply(w: &[[f64; 8]], row: &[f64]) -> [f64; 8] {
     let mut out = w[row.len()]; // the bias row
     for (x, wi) in row.iter().zip(w) {
-        for k in 0..8 {
-            out[k] += x * wi[k];
+        for (o, wk) in out.iter_mut().zip(wi) {
+            *o += x * wk;
         }
     }
     out
