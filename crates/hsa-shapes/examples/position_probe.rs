@@ -30,10 +30,12 @@ use hsa_shapes::train::text_stack::TextStack;
 use hsa_shapes::train::with_positions;
 use hsa_shapes::{generate_train, ClipConfig};
 
+#[path = "common/probe.rs"]
+mod linear_probe;
+use linear_probe::LinearProbe;
+
 const S: usize = 32;
 const BLOCKS: [usize; 3] = [0, 2, 5];
-/// Ridge penalty, relative to the mean diagonal of the Gram matrix.
-const RIDGE: f64 = 1e-3;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -125,80 +127,11 @@ fn main() {
     }
 }
 
-/// Fits a ridge regression from `rows[..fit]` to one-hot `labels` (with a bias column) and
-/// returns the arg-max accuracy on `rows[fit..]`.
+/// Fits a [`LinearProbe`] on `rows[..fit]` and returns its accuracy on `rows[fit..]`.
 fn probe(rows: &[Vec<f32>], labels: &[usize], classes: usize, fit: usize) -> f64 {
-    let d = rows[0].len() + 1;
-    let feature = |r: &[f32], j: usize| if j + 1 == d { 1.0 } else { r[j] as f64 };
-    let mut gram = vec![0f64; d * d];
-    let mut rhs = vec![0f64; d * classes];
-    for (r, &y) in rows[..fit].iter().zip(labels) {
-        let x: Vec<f64> = (0..d).map(|j| feature(r, j)).collect();
-        for i in 0..d {
-            for j in 0..=i {
-                gram[i * d + j] += x[i] * x[j];
-            }
-            rhs[i * classes + y] += x[i];
-        }
-    }
-    let mean_diag = (0..d).map(|i| gram[i * d + i]).sum::<f64>() / d as f64;
-    for i in 0..d {
-        gram[i * d + i] += RIDGE * mean_diag;
-        for j in 0..i {
-            gram[j * d + i] = gram[i * d + j];
-        }
-    }
-    let w = solve_spd(gram, rhs, d, classes);
-    let correct = rows[fit..]
-        .iter()
-        .zip(&labels[fit..])
-        .filter(|(r, &y)| {
-            let score = |c: usize| {
-                (0..d)
-                    .map(|j| feature(r, j) * w[j * classes + c])
-                    .sum::<f64>()
-            };
-            (0..classes)
-                .max_by(|&a, &b| score(a).total_cmp(&score(b)))
-                .unwrap()
-                == y
-        })
+    let probe = LinearProbe::fit(&rows[..fit], &labels[..fit], classes);
+    let correct = (rows[fit..].iter().zip(&labels[fit..]))
+        .filter(|(r, &y)| probe.predict(r) == y)
         .count();
     correct as f64 / (rows.len() - fit) as f64
-}
-
-/// Solves `a x = b` for a symmetric positive definite `a` (d x d) and `b` (d x m) by Cholesky.
-fn solve_spd(mut a: Vec<f64>, mut b: Vec<f64>, d: usize, m: usize) -> Vec<f64> {
-    for j in 0..d {
-        let mut diag = a[j * d + j];
-        for k in 0..j {
-            diag -= a[j * d + k] * a[j * d + k];
-        }
-        let diag = diag.sqrt();
-        a[j * d + j] = diag;
-        for i in j + 1..d {
-            let mut v = a[i * d + j];
-            for k in 0..j {
-                v -= a[i * d + k] * a[j * d + k];
-            }
-            a[i * d + j] = v / diag;
-        }
-    }
-    for c in 0..m {
-        for i in 0..d {
-            let mut v = b[i * m + c];
-            for k in 0..i {
-                v -= a[i * d + k] * b[k * m + c];
-            }
-            b[i * m + c] = v / a[i * d + i];
-        }
-        for i in (0..d).rev() {
-            let mut v = b[i * m + c];
-            for k in i + 1..d {
-                v -= a[k * d + i] * b[k * m + c];
-            }
-            b[i * m + c] = v / a[i * d + i];
-        }
-    }
-    b
 }

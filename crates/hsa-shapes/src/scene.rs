@@ -520,19 +520,13 @@ pub fn sample_single_mover(seed: u64) -> SceneSpec {
 /// each direction belongs to, and in these clips every object's direction is different, so
 /// swapping them is always wrong.
 pub fn is_multi_mover(spec: &SceneSpec) -> bool {
-    let directions: Vec<Direction> = spec
-        .objects
-        .iter()
-        .filter_map(|o| match o.motion {
-            Motion::Moving(d) => Some(d),
-            _ => None,
-        })
-        .collect();
-    let n = spec.objects.len();
-    n >= 2
-        && directions.len() == n
+    let objects = &spec.objects;
+    objects.len() >= 2
         && spec.camera.is_none()
-        && (1..n).all(|i| !directions[..i].contains(&directions[i]))
+        && objects.iter().enumerate().all(|(i, o)| {
+            matches!(o.motion, Motion::Moving(_))
+                && objects[..i].iter().all(|p| p.motion != o.motion)
+        })
 }
 
 /// A training scene that is a multi mover: [`sample_train`]'s distribution conditioned on
