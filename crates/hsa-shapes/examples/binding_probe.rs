@@ -48,9 +48,9 @@ fn main() {
         test_set.len()
     );
     println!("row                 own direction   another object's");
+    let labels: Vec<usize> = fit_set.iter().map(|s| s.direction).collect();
     for (r, name) in ROWS.iter().enumerate() {
         let rows: Vec<Vec<f32>> = fit_set.iter().map(|s| s.rows[r].clone()).collect();
-        let labels: Vec<usize> = fit_set.iter().map(|s| s.direction).collect();
         let probe = LinearProbe::fit(&rows, &labels, Direction::ALL.len());
         let (mut own, mut other) = (0usize, 0usize);
         for s in &test_set {

@@ -46,14 +46,16 @@ impl LinearProbe {
     pub fn predict(&self, row: &[f32]) -> usize {
         assert_eq!(row.len(), self.d, "probe fitted on rows of another length");
         let x = features(row);
-        let score = |c: usize| {
-            x.iter()
-                .enumerate()
-                .map(|(j, v)| v * self.w[j * self.classes + c])
-                .sum::<f64>()
-        };
+        let scores: Vec<f64> = (0..self.classes)
+            .map(|c| {
+                x.iter()
+                    .enumerate()
+                    .map(|(j, v)| v * self.w[j * self.classes + c])
+                    .sum()
+            })
+            .collect();
         (0..self.classes)
-            .max_by(|&a, &b| score(a).total_cmp(&score(b)))
+            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
             .unwrap()
     }
 }
