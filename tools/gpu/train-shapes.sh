@@ -55,6 +55,9 @@ POSITION_CHANNELS=${POSITION_CHANNELS:-0}
 # Fraction of clips trained at pure noise (sigma ~1) instead of at SHIFT (--top-noise-fraction;
 # 0: none, as segments 1-15).
 TOP_NOISE_FRACTION=${TOP_NOISE_FRACTION:-0}
+# Renders of each scene averaged into the target of the TOP_NOISE_FRACTION clips, which then
+# train at sigma 1 (--prior-renders; 0: each clip against itself, as segments 1-28).
+PRIOR_RENDERS=${PRIOR_RENDERS:-0}
 # Data seed: segments 1-2 used the default 0; each later segment its own.
 SEED=${SEED:-0}
 ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$FRAMES" --size 32 --lr "$LR" --ema-decay "$EMA"
@@ -62,6 +65,7 @@ ARCH=(--dim "$DIM" --heads "$HEADS" --layers "$LAYERS" --ffn "$FFN" --frames "$F
   --multi-mover-fraction "$MULTI_MOVER_FRACTION" --top-noise-fraction "$TOP_NOISE_FRACTION" --seed "$SEED")
 [ -n "$DISPLACEMENT_LAYER" ] && ARCH+=(--displacement-layer "$DISPLACEMENT_LAYER")
 [ "$POSITION_CHANNELS" = 1 ] && ARCH+=(--position-channels)
+[ "$PRIOR_RENDERS" -gt 1 ] && ARCH+=(--prior-renders "$PRIOR_RENDERS")
 mkdir -p "$OUT"
 if [ "${FRESH:-0}" = 1 ]; then rm -rf "$WORK"; fi
 

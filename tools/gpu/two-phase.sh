@@ -12,7 +12,10 @@
 # share of single movers (default 1, as segments 18-20) and of multi movers (two or three
 # straight movers in different directions, for binding directions to objects; default 0);
 # MIX_TOP / MIX_SINGLE / MIX_MULTI: the mixture's share of each batch at pure noise, of single
-# movers and of multi movers. Writes to $OUT (the device tool brings back at
+# movers and of multi movers; PRIOR_RENDERS: with more than 1, every prior-phase clip trains at
+# sigma 1 against the mean of that many renders of its scene instead of at shift 1000, and
+# MIX_PRIOR_RENDERS does the same for the mixture's MIX_TOP share (--prior-renders; segment 29
+# in HISTORY.md). Writes to $OUT (the device tool brings back at
 # most 8 files): prior.tar and mix.tar (exported models), meta.tar (loss curves, configs,
 # probes, checker reports) and the log on stdout.
 set -uo pipefail
@@ -26,6 +29,11 @@ MIX_SINGLE=${MIX_SINGLE:-0.25}
 MIX_MULTI=${MIX_MULTI:-0}
 PRIOR_SINGLE=${PRIOR_SINGLE:-1}
 PRIOR_MULTI=${PRIOR_MULTI:-0}
+PRIOR_RENDERS=${PRIOR_RENDERS:-0}
+MIX_PRIOR_RENDERS=${MIX_PRIOR_RENDERS:-0}
+# Every prior-phase clip at the top of the noise: shift 1000, or sigma 1 with averaged targets.
+PRIOR_NOISE=(SHIFT=1000)
+[ "$PRIOR_RENDERS" -gt 1 ] && PRIOR_NOISE=(SHIFT=1 TOP_NOISE_FRACTION=1 PRIOR_RENDERS="$PRIOR_RENDERS")
 EVAL_S=${EVAL_S:-40}
 META=/tmp/two-phase-meta
 rm -rf /tmp/prior-model /tmp/shapes-wan /tmp/prior-out /tmp/mix-out "$META"
@@ -45,7 +53,7 @@ keep() { # phase
 }
 
 # Prior phase: single (and multi) movers, 5 frames, every sample at sigma ~1.
-OUT=/tmp/prior-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION="$PRIOR_SINGLE" MULTI_MOVER_FRACTION="$PRIOR_MULTI" FRAMES=5 SHIFT=1000 MOTION_WEIGHT=4 \
+env "${PRIOR_NOISE[@]}" OUT=/tmp/prior-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION="$PRIOR_SINGLE" MULTI_MOVER_FRACTION="$PRIOR_MULTI" FRAMES=5 MOTION_WEIGHT=4 \
   EMA=0.99 LR=${PRIOR_LR:-1e-3} SEED=20 INIT_FROM="$PRIOR_FROM" WORK=/tmp/prior FRESH=1 BUDGET_S="$PRIOR_S" \
   TRAIN_S=$((PRIOR_S + 30)) EVAL_S="$EVAL_S" BIN="$BIN" "$HERE/train-shapes.sh" >"$META/prior.log" 2>&1
 tail -c 400 "$META/prior.log"
@@ -53,7 +61,7 @@ mv /tmp/shapes-wan /tmp/prior-model
 keep prior
 
 # Mixture phase: the whole world at 9 frames, MIX_TOP of each batch at pure noise.
-OUT=/tmp/mix-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION="$MIX_SINGLE" MULTI_MOVER_FRACTION="$MIX_MULTI" TOP_NOISE_FRACTION="$MIX_TOP" \
+OUT=/tmp/mix-out POSITION_CHANNELS=1 SINGLE_MOVER_FRACTION="$MIX_SINGLE" MULTI_MOVER_FRACTION="$MIX_MULTI" TOP_NOISE_FRACTION="$MIX_TOP" PRIOR_RENDERS="$MIX_PRIOR_RENDERS" \
   SHIFT=2 MOTION_WEIGHT=4 EMA=0.99 LR=${MIX_LR:-4e-4} SEED=21 INIT_FROM=/tmp/prior-model WORK=/tmp/mix \
   FRESH=1 BUDGET_S="$MIX_S" TRAIN_S=$((MIX_S + 30)) EVAL_S="$EVAL_S" BIN="$BIN" "$HERE/train-shapes.sh" >"$META/mix.log" 2>&1
 tail -c 400 "$META/mix.log"

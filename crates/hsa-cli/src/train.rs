@@ -10,7 +10,7 @@ use crate::progress;
 #[derive(Subcommand)]
 pub enum TrainCommand {
     /// Flow-matching training on the moving-shapes world (resumes from WORK's checkpoint).
-    Shapes(ShapesArgs),
+    Shapes(Box<ShapesArgs>),
     /// Writes the shippable model folder (EMA weights, bf16) from a training folder.
     Export {
         #[arg(long, default_value = "runs/shapes")]
@@ -111,6 +111,11 @@ pub struct ShapesArgs {
     /// May change on resume.
     #[arg(long, default_value_t = 0.0)]
     pub top_noise_fraction: f64,
+    /// Train the --top-noise-fraction clips at sigma 1 against the mean of this many renders
+    /// of their scene (2 to 256): the caption's prior with less of one clip's spread. 0 or 1
+    /// trains each clip against itself.
+    #[arg(long, default_value_t = 0)]
+    pub prior_renders: usize,
 }
 
 /// `T,H,W`: three positive integers.
@@ -151,6 +156,7 @@ impl ShapesArgs {
             first_frame_offset: self.first_frame_offset,
             position_channels: self.position_channels,
             top_noise_fraction: self.top_noise_fraction,
+            prior_renders: self.prior_renders,
             ..Default::default()
         }
     }

@@ -15,13 +15,14 @@
 //! positions; a DiT with RoPE alone gives the same x0 at every place at sigma 1, for which
 //! the direction words are worth nothing there.
 //!
-//! Env: `FRAMES` (default 9), `SINGLE=1` (single movers, as `caption_sensitivity`), `K`
-//! renders per caption (default 200).
+//! Env: `FRAMES` (default 9), `SINGLE=1` or `MULTI=1` (single or multi movers, as
+//! `caption_sensitivity`), `K` renders per caption (default 200).
 //!
 //!     cargo run --release -p hsa-shapes --example caption_prior -- [CLIPS]
 use hsa_shapes::train::data::motion_weights;
 use hsa_shapes::{
-    generate_single_mover, generate_train, render, ClipConfig, Example, Motion, SceneSpec,
+    generate_multi_mover, generate_single_mover, generate_train, render, ClipConfig, Example,
+    Motion, SceneSpec,
 };
 
 const S: usize = 32;
@@ -33,15 +34,17 @@ fn main() {
     let f: usize = std::env::var("FRAMES").map_or(9, |v| v.parse().expect("FRAMES: a frame count"));
     let k: u64 = std::env::var("K").map_or(200, |v| v.parse().expect("K: renders per caption"));
     let single = std::env::var("SINGLE").is_ok_and(|v| v == "1");
+    let multi = std::env::var("MULTI").is_ok_and(|v| v == "1");
     let cfg = ClipConfig {
         width: S,
         height: S,
         frames: f,
     };
     let examples: Vec<Example> = (0..)
-        .map(|seed| match single {
-            true => generate_single_mover(7_000 + seed, &cfg),
-            false => generate_train(7_000 + seed, &cfg),
+        .map(|seed| match (single, multi) {
+            (true, _) => generate_single_mover(7_000 + seed, &cfg),
+            (false, true) => generate_multi_mover(7_000 + seed, &cfg),
+            (false, false) => generate_train(7_000 + seed, &cfg),
         })
         .filter(|ex| matches!(ex.spec.objects[0].motion, Motion::Moving(_)))
         .take(clips)
@@ -78,7 +81,11 @@ fn main() {
     println!(
         "{} clips ({}), {f} frames, {k} renders per caption; best x0 at sigma 1 from the caption alone,",
         examples.len(),
-        if single { "single movers" } else { "training clips" }
+        match (single, multi) {
+            (true, _) => "single movers",
+            (false, true) => "multi movers",
+            (false, false) => "training clips",
+        }
     );
     println!(
         "error on moving pixels: true {:.4}",

@@ -55,10 +55,15 @@ fn curriculum(cfg: &TrainConfig, seed: u64) -> Curriculum {
 /// Draws update `step`'s batch. Sample `i` is generator clip `mix(seed, step·B + i)` with its
 /// own noise stream, so samples are drawn in parallel (up to `threads` at once). With a
 /// `single_mover_fraction` or `multi_mover_fraction` each sample is, with that probability
-/// (decided from its own seed), a single straight mover or several instead.
+/// (decided from its own seed), a single straight mover or several instead. Noise levels and
+/// caption dropout come from one stream per update, drawn first and in the same order as
+/// before `prior_renders` existed, so runs without it keep their batches.
 pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
     let clip_cfg = cfg.clip();
+    let dims = [cfg.frames, cfg.height, cfg.width];
     let per = 3 * cfg.frames * cfg.height * cfg.width;
+    let mut rng = Rng::stream(cfg.seed, 1_000_000 + step as u64);
+    let levels: Vec<Level> = (0..cfg.batch).map(|_| draw_level(cfg, &mut rng)).collect();
     let sample = |i: usize| {
         let seed = crate::rng::mix(cfg.seed, (step * cfg.batch + i) as u64);
         let ex = match curriculum(cfg, seed) {
@@ -71,7 +76,17 @@ pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
             false => Vec::new(),
         };
         let eps = hsa_models::wan::init::normal(per, 1.0, seed, "noise");
-        (ex.clip.into_data(), eps, ex.caption, displacement)
+        let (x0, weights) = match levels[i].prior {
+            true => prior_target(&ex.spec, ex.clip.data(), seed, cfg),
+            false => {
+                let weights = match cfg.motion_weight > 0.0 {
+                    true => motion_weights(ex.clip.data(), dims, cfg.motion_weight as f32),
+                    false => Vec::new(),
+                };
+                (ex.clip.into_data(), weights)
+            }
+        };
+        (x0, eps, weights, ex.caption, displacement)
     };
     let chunk = cfg.batch.div_ceil(threads.clamp(1, cfg.batch));
     let samples: Vec<_> = std::thread::scope(|scope| {
@@ -93,40 +108,21 @@ pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
     let mut draw = BatchDraw {
         x0: Vec::with_capacity(cfg.batch * per),
         eps: Vec::with_capacity(cfg.batch * per),
-        sigmas: Vec::with_capacity(cfg.batch),
+        sigmas: levels.iter().map(|l| l.sigma).collect(),
         prompts: Vec::with_capacity(cfg.batch),
         weights: Vec::new(),
         displacement: Vec::new(),
     };
-    let mut rng = Rng::stream(cfg.seed, 1_000_000 + step as u64);
-    for (clip, eps, caption, displacement) in samples {
-        draw.x0.extend_from_slice(&clip);
+    for ((x0, eps, weights, caption, displacement), level) in samples.into_iter().zip(&levels) {
+        draw.x0.extend_from_slice(&x0);
         draw.eps.extend_from_slice(&eps);
+        draw.weights.extend_from_slice(&weights);
         draw.displacement.extend_from_slice(&displacement);
-        let u = if rng.chance(0.5) {
-            rng.f32() as f64
+        draw.prompts.push(if level.dropped {
+            String::new()
         } else {
-            1.0 / (1.0 + (-standard_normal(&mut rng)).exp())
-        };
-        // Drawn only when asked for, so that runs without it keep their random stream.
-        let top = cfg.top_noise_fraction > 0.0 && rng.chance(cfg.top_noise_fraction as f32);
-        let shift = if top {
-            super::TOP_NOISE_SHIFT
-        } else {
-            cfg.shift
-        };
-        draw.sigmas.push(hsa_core::shift_sigma(u, shift) as f32);
-        let dropped = rng.chance(cfg.cfg_dropout as f32);
-        draw.prompts
-            .push(if dropped { String::new() } else { caption });
-    }
-    if cfg.motion_weight > 0.0 {
-        let clip = [cfg.frames, cfg.height, cfg.width];
-        draw.weights = draw
-            .x0
-            .chunks(per)
-            .flat_map(|x| motion_weights(x, clip, cfg.motion_weight as f32))
-            .collect();
+            caption
+        });
     }
     if cfg.first_frame_offset != 0.0 {
         let frame = cfg.height * cfg.width;
@@ -138,6 +134,93 @@ pub fn draw_batch(cfg: &TrainConfig, step: usize, threads: usize) -> BatchDraw {
         );
     }
     draw
+}
+
+/// One sample's noise level and caption dropout.
+struct Level {
+    sigma: f32,
+    /// Trained at sigma 1 against [`prior_target`].
+    prior: bool,
+    dropped: bool,
+}
+
+fn draw_level(cfg: &TrainConfig, rng: &mut Rng) -> Level {
+    let u = if rng.chance(0.5) {
+        rng.f32() as f64
+    } else {
+        1.0 / (1.0 + (-standard_normal(rng)).exp())
+    };
+    // Drawn only when asked for, so that runs without it keep their random stream.
+    let top = cfg.top_noise_fraction > 0.0 && rng.chance(cfg.top_noise_fraction as f32);
+    let prior = top && cfg.prior_renders > 1;
+    let shift = if top {
+        super::TOP_NOISE_SHIFT
+    } else {
+        cfg.shift
+    };
+    Level {
+        sigma: if prior {
+            1.0
+        } else {
+            hsa_core::shift_sigma(u, shift) as f32
+        },
+        prior,
+        dropped: rng.chance(cfg.cfg_dropout as f32),
+    }
+}
+
+/// Stream of the extra layouts [`prior_target`] renders.
+const PRIOR_STREAM: u64 = 0x9_0000;
+
+/// The clean target and loss weights of a sample trained at sigma 1
+/// ([`TrainConfig::prior_renders`]): `clip` (the sample's own render of `spec`) and
+/// `prior_renders - 1` other layouts of the same scene (same caption), averaged pixel by pixel
+/// with their motion weights, and the mean weight (empty when the run's `motion_weight` is 0).
+///
+/// Why: at sigma 1 the input holds nothing of the clip, so the velocity a model can learn
+/// there is noise minus the caption's mean clip. One render per sample teaches that mean
+/// through a loss that is mostly the renders' own spread (flat at 0.20-0.21 over segment 27's
+/// pure-noise phase, the model's HISTORY). With the same noise, the gradient of this
+/// sample's weighted loss equals the mean gradient of the K renders' losses exactly
+/// (`Σ w_k (v - ε + x_k) = K·w̄·(v - ε + x̄)`), so one pass carries K renders' signal.
+pub fn prior_target(
+    spec: &crate::SceneSpec,
+    clip: &[f32],
+    seed: u64,
+    cfg: &TrainConfig,
+) -> (Vec<f32>, Vec<f32>) {
+    let clip_cfg = cfg.clip();
+    let dims = [cfg.frames, cfg.height, cfg.width];
+    let channel = cfg.frames * cfg.height * cfg.width;
+    let (mut sum, mut total) = (vec![0f32; 3 * channel], vec![0f32; channel]);
+    let mut add = |x: &[f32]| {
+        let w = match cfg.motion_weight > 0.0 {
+            true => motion_weights(x, dims, cfg.motion_weight as f32),
+            false => vec![1.0; channel],
+        };
+        for (s, x) in sum.chunks_mut(channel).zip(x.chunks(channel)) {
+            for ((s, &x), &w) in s.iter_mut().zip(x).zip(&w) {
+                *s += w * x;
+            }
+        }
+        for (t, &w) in total.iter_mut().zip(&w) {
+            *t += w;
+        }
+    };
+    add(clip);
+    for k in 1..cfg.prior_renders {
+        let layout_seed = crate::rng::mix(seed, PRIOR_STREAM + k as u64);
+        add(crate::render(spec, &clip_cfg, layout_seed).data());
+    }
+    let x0 = sum
+        .chunks(channel)
+        .flat_map(|s| s.iter().zip(&total).map(|(s, t)| s / t))
+        .collect();
+    let weights = match cfg.motion_weight > 0.0 {
+        true => total.iter().map(|t| t / cfg.prior_renders as f32).collect(),
+        false => Vec::new(),
+    };
+    (x0, weights)
 }
 
 /// Adds `offset` to the first frame of every `[3, frames, H, W]` clip in `x0` (clips back to
@@ -359,6 +442,111 @@ mod tests {
         // Clips and captions do not depend on it: only the noise levels move.
         let (a, b) = (draw_batch(&cfg(0.0), 3, 1), draw_batch(&cfg(1.0), 3, 1));
         assert_eq!((a.x0, a.eps, a.prompts), (b.x0, b.eps, b.prompts));
+    }
+
+    /// A pure-noise run of multi movers on 8x8, 5-frame clips.
+    fn prior_cfg(renders: usize, motion_weight: f64) -> TrainConfig {
+        TrainConfig {
+            width: 8,
+            height: 8,
+            frames: 5,
+            batch: 6,
+            seed: 29,
+            cfg_dropout: 0.0,
+            multi_mover_fraction: 1.0,
+            top_noise_fraction: 1.0,
+            prior_renders: renders,
+            motion_weight,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn prior_targets_sit_at_pure_noise_and_lie_close_to_their_scenes_mean() {
+        let (one, many) = (
+            draw_batch(&prior_cfg(0, 0.0), 2, 2),
+            draw_batch(&prior_cfg(16, 0.0), 2, 2),
+        );
+        assert!(many.sigmas.iter().all(|&s| s == 1.0), "{:?}", many.sigmas);
+        assert!(one.sigmas.iter().all(|&s| s < 1.0), "{:?}", one.sigmas);
+        // Same captions and noise: only the targets and levels change.
+        assert_eq!((&one.eps, &one.prompts), (&many.eps, &many.prompts));
+        // Against a 400-render estimate of each caption's mean clip (drawn here from the
+        // captions, with other layouts than the trainer's), the 16-render targets are far closer
+        // than the clips themselves: about 1/16 of the spread, plus the estimate's own.
+        let cfg = prior_cfg(16, 0.0);
+        let per = 3 * 5 * 8 * 8;
+        let (mut err_one, mut err_many) = (0.0f64, 0.0f64);
+        for (i, prompt) in many.prompts.iter().enumerate() {
+            let spec = crate::parse_caption(prompt).unwrap();
+            let mut mean = vec![0f64; per];
+            for k in 0..400 {
+                let clip = crate::render(&spec, &cfg.clip(), 5_000_000 + k);
+                for (m, &v) in mean.iter_mut().zip(clip.data()) {
+                    *m += v as f64 / 400.0;
+                }
+            }
+            let sq = |x: &[f32]| {
+                x.iter()
+                    .zip(&mean)
+                    .map(|(&a, b)| (a as f64 - b).powi(2))
+                    .sum::<f64>()
+            };
+            err_one += sq(&one.x0[i * per..(i + 1) * per]);
+            err_many += sq(&many.x0[i * per..(i + 1) * per]);
+        }
+        assert!(err_many < err_one / 5.0, "{err_many} against {err_one}");
+    }
+
+    #[test]
+    fn a_prior_samples_weighted_loss_has_the_gradient_of_its_renders_losses() {
+        // Σ_k w_k·(d + x_k) = K·w̄·(d + x̄) per pixel, for any d = v - eps: training on the
+        // averaged sample moves the model as training on all K renders with the same noise.
+        let k = 6;
+        let cfg = prior_cfg(k, 4.0);
+        let dims = [cfg.frames, cfg.height, cfg.width];
+        let channel = dims.iter().product::<usize>();
+        let seed = 77;
+        let ex = crate::generate_multi_mover(seed, &cfg.clip());
+        let (x_bar, w_bar) = prior_target(&ex.spec, ex.clip.data(), seed, &cfg);
+        let renders: Vec<Vec<f32>> = std::iter::once(ex.clip.data().to_vec())
+            .chain((1..k).map(|j| {
+                let layout_seed = crate::rng::mix(seed, PRIOR_STREAM + j as u64);
+                crate::render(&ex.spec, &cfg.clip(), layout_seed).into_data()
+            }))
+            .collect();
+        // The renders differ (several layouts), and motion weights vary over them.
+        assert!(renders.windows(2).all(|r| r[0] != r[1]));
+        let weights: Vec<Vec<f32>> = renders
+            .iter()
+            .map(|x| motion_weights(x, dims, 4.0))
+            .collect();
+        let mut rng = Rng::stream(3, 4);
+        for i in 0..3 * channel {
+            let d = rng.f32() * 4.0 - 2.0;
+            let p = i % channel;
+            let sum: f32 = renders
+                .iter()
+                .zip(&weights)
+                .map(|(x, w)| w[p] * (d + x[i]))
+                .sum();
+            let averaged = k as f32 * w_bar[p] * (d + x_bar[i]);
+            assert!(
+                (sum - averaged).abs() < 1e-4 * (1.0 + sum.abs()),
+                "pixel {i}: {sum} against {averaged}"
+            );
+        }
+    }
+
+    #[test]
+    fn prior_renders_need_pure_noise_clips() {
+        let cfg = TrainConfig {
+            top_noise_fraction: 0.0,
+            ..prior_cfg(16, 0.0)
+        };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("prior renders 16"), "{err}");
+        assert!(prior_cfg(16, 0.0).validate().is_ok());
     }
 
     #[test]

@@ -156,6 +156,12 @@ pub struct TrainConfig {
     /// draws every clip at `shift`.
     #[serde(default)]
     pub top_noise_fraction: f64,
+    /// With more than 1, the `top_noise_fraction` clips are trained at sigma 1 against the
+    /// mean of this many renders of their scene ([`data::prior_target`]), which carries the
+    /// caption's prior with far less of the renders' spread than one clip. 0, as every run
+    /// before it, trains each clip against itself.
+    #[serde(default)]
+    pub prior_renders: usize,
 }
 
 /// The timestep shift of [`TrainConfig::top_noise_fraction`]'s clips: it maps the sampled
@@ -195,6 +201,7 @@ impl Default for TrainConfig {
             first_frame_offset: 0.0,
             position_channels: false,
             top_noise_fraction: 0.0,
+            prior_renders: 0,
         }
     }
 }
@@ -282,6 +289,20 @@ impl TrainConfig {
         let f = self.top_noise_fraction;
         if !(0.0..=1.0).contains(&f) {
             return bad(format!("top-noise fraction {f} must lie in [0, 1]"));
+        }
+        let k = self.prior_renders;
+        if k > 256 {
+            return bad(format!("prior renders {k}: at most 256"));
+        }
+        if k > 1 && f == 0.0 {
+            return bad(format!(
+                "prior renders {k} average the targets of the top-noise clips; the top-noise fraction is 0"
+            ));
+        }
+        if k > 1 && self.displacement_weight > 0.0 {
+            return bad(format!(
+                "prior renders {k} with a motion head: an averaged clip has no displacement target"
+            ));
         }
         if let Some(k) = self.displacement_layer {
             if self.displacement_weight == 0.0 {
