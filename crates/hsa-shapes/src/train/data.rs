@@ -468,7 +468,6 @@ mod tests {
             draw_batch(&prior_cfg(16, 0.0), 2, 2),
         );
         assert!(many.sigmas.iter().all(|&s| s == 1.0), "{:?}", many.sigmas);
-        assert!(one.sigmas.iter().all(|&s| s < 1.0), "{:?}", one.sigmas);
         // Same captions and noise: only the targets and levels change.
         assert_eq!((&one.eps, &one.prompts), (&many.eps, &many.prompts));
         // Against a 400-render estimate of each caption's mean clip (drawn here from the
@@ -515,12 +514,13 @@ mod tests {
                 crate::render(&ex.spec, &cfg.clip(), layout_seed).into_data()
             }))
             .collect();
-        // The renders differ (several layouts), and motion weights vary over them.
-        assert!(renders.windows(2).all(|r| r[0] != r[1]));
         let weights: Vec<Vec<f32>> = renders
             .iter()
             .map(|x| motion_weights(x, dims, 4.0))
             .collect();
+        // The renders differ (several layouts), and so do their motion weights.
+        assert!(renders.windows(2).all(|r| r[0] != r[1]));
+        assert!(weights.windows(2).all(|w| w[0] != w[1]));
         let mut rng = Rng::stream(3, 4);
         for i in 0..3 * channel {
             let d = rng.f32() * 4.0 - 2.0;
