@@ -20,10 +20,10 @@
 //!
 //!     cargo run --release -p hsa-shapes --example caption_prior -- [CLIPS]
 use hsa_shapes::train::data::motion_weights;
-use hsa_shapes::{
-    generate_multi_mover, generate_single_mover, generate_train, render, ClipConfig, Example,
-    Motion, SceneSpec,
-};
+use hsa_shapes::{render, ClipConfig, Example, SceneSpec};
+
+#[path = "common/clips.rs"]
+mod clips;
 
 const S: usize = 32;
 
@@ -33,22 +33,12 @@ fn main() {
         .map_or(32, |a| a.parse().expect("clip count"));
     let f: usize = std::env::var("FRAMES").map_or(9, |v| v.parse().expect("FRAMES: a frame count"));
     let k: u64 = std::env::var("K").map_or(200, |v| v.parse().expect("K: renders per caption"));
-    let single = std::env::var("SINGLE").is_ok_and(|v| v == "1");
-    let multi = std::env::var("MULTI").is_ok_and(|v| v == "1");
     let cfg = ClipConfig {
         width: S,
         height: S,
         frames: f,
     };
-    let examples: Vec<Example> = (0..)
-        .map(|seed| match (single, multi) {
-            (true, _) => generate_single_mover(7_000 + seed, &cfg),
-            (false, true) => generate_multi_mover(7_000 + seed, &cfg),
-            (false, false) => generate_train(7_000 + seed, &cfg),
-        })
-        .filter(|ex| matches!(ex.spec.objects[0].motion, Motion::Moving(_)))
-        .take(clips)
-        .collect();
+    let (examples, kind) = clips::moving_examples(clips, &cfg);
     let mean = |spec: &SceneSpec| -> Vec<f32> {
         let mut sum = vec![0f32; 3 * f * S * S];
         for seed in 0..k {
@@ -81,11 +71,7 @@ fn main() {
     println!(
         "{} clips ({}), {f} frames, {k} renders per caption; best x0 at sigma 1 from the caption alone,",
         examples.len(),
-        match (single, multi) {
-            (true, _) => "single movers",
-            (false, true) => "multi movers",
-            (false, false) => "training clips",
-        }
+        kind
     );
     println!(
         "error on moving pixels: true {:.4}",

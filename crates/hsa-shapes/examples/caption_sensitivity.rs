@@ -38,10 +38,10 @@ use hsa_shapes::train::data::{motion_weights, offset_first_frame};
 use hsa_shapes::train::text_stack::TextStack;
 use hsa_shapes::train::with_positions;
 use hsa_shapes::train::{motion_head, TrainConfig};
-use hsa_shapes::{
-    caption, displacement_field, generate_multi_mover, generate_single_mover, generate_train,
-    ClipConfig, Example, Motion,
-};
+use hsa_shapes::{caption, displacement_field, ClipConfig, Example};
+
+#[path = "common/clips.rs"]
+mod clips;
 
 const S: usize = 32;
 const LABELS: [&str; 4] = ["reversed", "colour", "shape", "empty"];
@@ -63,17 +63,7 @@ fn main() {
         frames: f,
     };
     let anchor: f32 = std::env::var("ANCHOR").map_or(0.0, |v| v.parse().expect("ANCHOR"));
-    let single = std::env::var("SINGLE").is_ok_and(|v| v == "1");
-    let multi = std::env::var("MULTI").is_ok_and(|v| v == "1");
-    let examples: Vec<Example> = (0..)
-        .map(|seed| match (single, multi) {
-            (true, _) => generate_single_mover(7_000 + seed, &cfg),
-            (false, true) => generate_multi_mover(7_000 + seed, &cfg),
-            (false, false) => generate_train(7_000 + seed, &cfg),
-        })
-        .filter(|ex| matches!(ex.spec.objects[0].motion, Motion::Moving(_)))
-        .take(clips)
-        .collect();
+    let (examples, _) = clips::moving_examples(clips, &cfg);
     let prompts: Vec<[String; 5]> = examples.iter().map(prompts).collect();
     // Text contexts and displacement targets do not depend on the noise level: once per clip.
     let contexts: Vec<Vec<Tensor>> = prompts
